@@ -1,0 +1,1 @@
+//! hippo-drift: placeholder.

@@ -1,0 +1,555 @@
+//! The Gemma decoder in Burn, top to bottom in architecture order: RMSNorm, RoPE, attention,
+//! GeGLU MLP, decoder layer, model. One code path serves Gemma 1, 2 and 3; the config decides
+//! which norms exist, which layers slide, and where soft-capping applies.
+//!
+//! Invariants:
+//! - Inputs are right-padded: a real token never follows a pad in its row, so the causal mask
+//!   alone keeps pads out of every real token's context.
+//! - Norm multipliers are stored whole (`gamma = 1 + w` for Hugging Face weights, the GGUF value
+//!   as stored), so the forward is `x / rms(x) * gamma` for every source.
+//! - The LM head is the embedding matrix (tied), applied after the final norm.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::cache::{KvCache, LayerKv};
+use crate::config::{Activation, GemmaConfig, GemmaFamily, LayerType};
+use crate::error::{GemmaError, Result};
+use crate::weights::{WeightSource, fetch};
+
+/// Root-mean-square norm with a stored multiplier: `x / sqrt(mean(x²) + eps) * gamma`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// The full multiplier (Gemma's `1 + w`).
+    pub gamma: Param<Tensor<1>>,
+    /// Epsilon inside the square root.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalises over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
+        let inv = ms.add_scalar(self.eps).sqrt().recip();
+        let gamma = self.gamma.val().unsqueeze::<D>();
+        x.mul(inv).mul(gamma)
+    }
+}
+
+/// Cosine and sine tables `[1, 1, T, head_dim]` for rotate-half RoPE at `positions`.
+///
+/// Computed in f32 exactly as transformers does: `inv_freq[i] = 1 / θ^(2i/d)`, divided by the
+/// linear factor, times the integer position; `cos`/`sin` of the duplicated angles.
+pub fn rope_tables(
+    theta: f64,
+    linear_factor: f64,
+    head_dim: usize,
+    start: usize,
+    len: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            (1.0f32 / (theta as f32).powf(exponent)) / linear_factor as f32
+        })
+        .collect();
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for p in start..start + len {
+        for _ in 0..2 {
+            for f in &inv {
+                let a = f * p as f32;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+    }
+    let shape = [1, 1, len, head_dim];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
+}
+
+fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+    let [b, h, t, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
+    let x2 = x.slice([0..b, 0..h, 0..t, d / 2..d]);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// Applies RoPE to a `[B, heads, T, head_dim]` tensor.
+pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    x.clone().mul(cos.clone()) + rotate_half(x).mul(sin.clone())
+}
+
+/// Causal (and optionally sliding-window) mask: `true` where query `q_start + i` may NOT see key
+/// `k_start + j`, i.e. the key lies in the future or `window` or more positions back.
+pub fn causal_mask(
+    q_start: usize,
+    q_len: usize,
+    k_start: usize,
+    k_len: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Tensor<2, Bool> {
+    let mut m = Vec::with_capacity(q_len * k_len);
+    for i in 0..q_len {
+        let qp = q_start + i;
+        for j in 0..k_len {
+            let kp = k_start + j;
+            let future = kp > qp;
+            let too_old = window.is_some_and(|w| qp >= kp + w);
+            m.push(future || too_old);
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [q_len, k_len]), device)
+}
+
+/// Multi-head attention with multi-query / grouped-query key-value heads.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection `[hidden, heads·head_dim]`.
+    pub q_proj: Linear,
+    /// Key projection `[hidden, kv_heads·head_dim]`.
+    pub k_proj: Linear,
+    /// Value projection `[hidden, kv_heads·head_dim]`.
+    pub v_proj: Linear,
+    /// Output projection `[heads·head_dim, hidden]`.
+    pub o_proj: Linear,
+    /// Per-head query norm (Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    /// Per-head key norm (Gemma 3).
+    pub k_norm: Option<RmsNorm>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    /// Score scale `query_pre_attn_scalar^-0.5`.
+    scale: f64,
+    /// Attention soft-cap; 0 = none.
+    softcap: f64,
+    /// Sliding window; 0 = full attention.
+    window: usize,
+    rope_theta: f64,
+    rope_factor: f64,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `x`: `[B, T, hidden]` at absolute positions `start..start+T` → `[B, T, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
+        let q = match &self.q_norm {
+            Some(n) => n.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(k),
+            None => k,
+        };
+        let (cos, sin) = rope_tables(self.rope_theta, self.rope_factor, hd, start, t, &device);
+        let q = apply_rope(q, &cos, &sin);
+        let k = apply_rope(k, &cos, &sin);
+        let window = (self.window > 0).then_some(self.window);
+
+        let (k, v, k_start) = match cache {
+            Some(c) => c.append(k, v, start, window),
+            None => (k, v, start),
+        };
+        let s = k.dims()[2];
+        let group = h / kvh;
+        let expand = |x: Tensor<4>| {
+            if group == 1 {
+                x
+            } else {
+                x.unsqueeze_dim::<5>(2)
+                    .expand([b, kvh, group, s, hd])
+                    .reshape([b, h, s, hd])
+            }
+        };
+        let (k, v) = (expand(k), expand(v));
+        let mask = causal_mask(start, t, k_start, s, window, &device)
+            .reshape([1, 1, t, s])
+            .expand([b, h, t, s]);
+        let options = AttentionModuleOptions {
+            scale: Some(self.scale),
+            softcap: (self.softcap > 0.0).then_some(self.softcap),
+            is_causal: false,
+        };
+        let out = attention(q, k, v, Some(mask), None, options);
+        let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// GeGLU feed-forward: `down(gelu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection.
+    pub gate_proj: Linear,
+    /// Up projection.
+    pub up_proj: Linear,
+    /// Down projection.
+    pub down_proj: Linear,
+    exact_gelu: bool,
+}
+
+impl Mlp {
+    /// `[.., hidden]` → `[.., hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = self.gate_proj.forward(x.clone());
+        let gate = if self.exact_gelu {
+            activation::gelu(gate)
+        } else {
+            activation::gelu_approximate(gate)
+        };
+        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+    }
+}
+
+/// One decoder block. Gemma 1: `h = x + attn(n1(x)); h + mlp(n2(h))`. Gemma 2/3 add a norm after
+/// each sub-block: `h = x + n2(attn(n1(x))); h + n4(mlp(n3(h)))`.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: Attention,
+    /// Gemma 1: norm before the MLP. Gemma 2/3: norm after attention.
+    pub post_attention_layernorm: RmsNorm,
+    /// Gemma 2/3: norm before the MLP.
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    /// Gemma 2/3: norm after the MLP.
+    pub post_feedforward_layernorm: Option<RmsNorm>,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// `[B, T, hidden]` → `[B, T, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), start, cache);
+        match (
+            &self.pre_feedforward_layernorm,
+            &self.post_feedforward_layernorm,
+        ) {
+            (Some(pre), Some(post)) => {
+                let h = x + self.post_attention_layernorm.forward(attn);
+                let m = self.mlp.forward(pre.forward(h.clone()));
+                h + post.forward(m)
+            }
+            _ => {
+                let h = x + attn;
+                let m = self
+                    .mlp
+                    .forward(self.post_attention_layernorm.forward(h.clone()));
+                h + m
+            }
+        }
+    }
+}
+
+/// Final hidden states and logits of one forward.
+#[derive(Debug, Clone)]
+pub struct GemmaOutput {
+    /// Logits `[B, T, vocab]` (soft-capped where the config says so).
+    pub logits: Tensor<3>,
+    /// Hidden states after the final norm `[B, T, hidden]` (what the LM head reads).
+    pub hidden: Tensor<3>,
+}
+
+/// A Gemma text model (weights only; the KV cache is passed in).
+#[derive(Module, Debug)]
+pub struct Gemma {
+    /// Token embedding `[vocab, hidden]`, also the LM head.
+    pub embed_tokens: Param<Tensor<2>>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// The configuration the weights were built for.
+    #[module(skip)]
+    pub config: GemmaConfig,
+}
+
+/// Every tensor a checkpoint must hold for `config`, with its Hugging Face name and shape.
+pub fn hf_tensor_specs(config: &GemmaConfig) -> Vec<(String, Vec<usize>)> {
+    let d = config.hidden_size;
+    let (h, kvh, hd) = (config.num_heads, config.num_kv_heads, config.head_dim);
+    let mut v = vec![
+        ("model.embed_tokens.weight".to_string(), vec![config.vocab_size, d]),
+        ("model.norm.weight".to_string(), vec![d]),
+    ];
+    for i in 0..config.num_layers {
+        let p = format!("model.layers.{i}");
+        v.push((format!("{p}.input_layernorm.weight"), vec![d]));
+        v.push((format!("{p}.self_attn.q_proj.weight"), vec![h * hd, d]));
+        v.push((format!("{p}.self_attn.k_proj.weight"), vec![kvh * hd, d]));
+        v.push((format!("{p}.self_attn.v_proj.weight"), vec![kvh * hd, d]));
+        v.push((format!("{p}.self_attn.o_proj.weight"), vec![d, h * hd]));
+        if config.qk_norm() {
+            v.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+            v.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+        }
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![d]));
+        if config.sandwich_norms() {
+            v.push((format!("{p}.pre_feedforward_layernorm.weight"), vec![d]));
+            v.push((format!("{p}.post_feedforward_layernorm.weight"), vec![d]));
+        }
+        let ff = config.intermediate_size;
+        v.push((format!("{p}.mlp.gate_proj.weight"), vec![ff, d]));
+        v.push((format!("{p}.mlp.up_proj.weight"), vec![ff, d]));
+        v.push((format!("{p}.mlp.down_proj.weight"), vec![d, ff]));
+    }
+    v
+}
+
+/// The names of [`hf_tensor_specs`].
+pub fn hf_tensor_names(config: &GemmaConfig) -> Vec<String> {
+    hf_tensor_specs(config).into_iter().map(|(n, _)| n).collect()
+}
+
+struct Builder<'a> {
+    src: &'a dyn WeightSource,
+    config: &'a GemmaConfig,
+    device: &'a Device,
+}
+
+impl Builder<'_> {
+    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        let w = fetch(self.src, name, &[out, inp])?;
+        // Hugging Face stores [out, in]; Burn's Linear holds [in, out].
+        let mut t = vec![0f32; w.len()];
+        for o in 0..out {
+            for i in 0..inp {
+                t[i * out + o] = w[o * inp + i];
+            }
+        }
+        Ok(Linear {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(t, [inp, out]),
+                self.device,
+            )),
+            bias: None,
+        })
+    }
+
+    fn norm(&self, name: &str, dim: usize) -> Result<RmsNorm> {
+        let offset = self.src.norm_offset();
+        let w: Vec<f32> = fetch(self.src, name, &[dim])?
+            .into_iter()
+            .map(|x| x + offset)
+            .collect();
+        Ok(RmsNorm {
+            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(w, [dim]), self.device)),
+            eps: self.config.rms_norm_eps,
+        })
+    }
+
+    fn layer(&self, i: usize) -> Result<DecoderLayer> {
+        let c = self.config;
+        let d = c.hidden_size;
+        let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let p = format!("model.layers.{i}");
+        let rope = c.rope_for(i);
+        let qk = |n: &str| -> Result<Option<RmsNorm>> {
+            if c.qk_norm() {
+                Ok(Some(self.norm(&format!("{p}.self_attn.{n}.weight"), hd)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let sandwich = |n: &str| -> Result<Option<RmsNorm>> {
+            if c.sandwich_norms() {
+                Ok(Some(self.norm(&format!("{p}.{n}.weight"), d)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let self_attn = Attention {
+            q_proj: self.linear(&format!("{p}.self_attn.q_proj.weight"), h * hd, d)?,
+            k_proj: self.linear(&format!("{p}.self_attn.k_proj.weight"), kvh * hd, d)?,
+            v_proj: self.linear(&format!("{p}.self_attn.v_proj.weight"), kvh * hd, d)?,
+            o_proj: self.linear(&format!("{p}.self_attn.o_proj.weight"), d, h * hd)?,
+            q_norm: qk("q_norm")?,
+            k_norm: qk("k_norm")?,
+            num_heads: h,
+            num_kv_heads: kvh,
+            head_dim: hd,
+            scale: c.query_pre_attn_scalar.powf(-0.5),
+            softcap: c.attn_logit_softcapping.unwrap_or(0.0),
+            window: match c.layer_types[i] {
+                LayerType::Sliding => c.sliding_window.unwrap_or(0),
+                LayerType::Full => 0,
+            },
+            rope_theta: rope.theta,
+            rope_factor: rope.linear_factor,
+        };
+        let ff = c.intermediate_size;
+        Ok(DecoderLayer {
+            input_layernorm: self.norm(&format!("{p}.input_layernorm.weight"), d)?,
+            self_attn,
+            post_attention_layernorm: self.norm(&format!("{p}.post_attention_layernorm.weight"), d)?,
+            pre_feedforward_layernorm: sandwich("pre_feedforward_layernorm")?,
+            post_feedforward_layernorm: sandwich("post_feedforward_layernorm")?,
+            mlp: Mlp {
+                gate_proj: self.linear(&format!("{p}.mlp.gate_proj.weight"), ff, d)?,
+                up_proj: self.linear(&format!("{p}.mlp.up_proj.weight"), ff, d)?,
+                down_proj: self.linear(&format!("{p}.mlp.down_proj.weight"), d, ff)?,
+                exact_gelu: c.activation == Activation::GeluExact,
+            },
+        })
+    }
+}
+
+impl Gemma {
+    /// Builds the model from a checkpoint, checking every tensor's presence and shape.
+    pub fn from_weights(config: &GemmaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+        let b = Builder {
+            src,
+            config,
+            device,
+        };
+        let embed = fetch(
+            src,
+            "model.embed_tokens.weight",
+            &[config.vocab_size, config.hidden_size],
+        )?;
+        let layers = (0..config.num_layers)
+            .map(|i| b.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: Param::from_tensor(Tensor::from_data(
+                TensorData::new(embed, [config.vocab_size, config.hidden_size]),
+                device,
+            )),
+            layers,
+            norm: b.norm("model.norm.weight", config.hidden_size)?,
+            config: config.clone(),
+        })
+    }
+
+    /// A randomly initialised model (seeded), for tests and for crates built on this one.
+    pub fn random(config: &GemmaConfig, seed: u64, device: &Device) -> Result<Self> {
+        let src = crate::weights::RandomWeights::new(config, seed);
+        Self::from_weights(config, &src, device)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GemmaConfig {
+        &self.config
+    }
+
+    /// Checks that every id is inside the vocabulary.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= self.config.vocab_size)
+        {
+            Some((position, &id)) => Err(GemmaError::TokenOutOfRange {
+                id,
+                position,
+                vocab_size: self.config.vocab_size,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes a `[B, T]` id tensor from equal-length rows, checking every id.
+    pub fn ids_tensor(&self, rows: &[Vec<u32>], device: &Device) -> Result<Tensor<2, Int>> {
+        let t = rows.first().map(Vec::len).unwrap_or(0);
+        if t == 0 || rows.iter().any(|r| r.len() != t) {
+            return Err(GemmaError::InvalidInput(
+                "a batch needs at least one token and rows of equal length".into(),
+            ));
+        }
+        let mut flat = Vec::with_capacity(rows.len() * t);
+        for r in rows {
+            self.check_ids(r)?;
+            flat.extend(r.iter().map(|&x| x as i64));
+        }
+        Ok(Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device))
+    }
+
+    /// Scaled token embeddings `[B, T, hidden]`: `E[ids] · sqrt(hidden)` (the scale rounded to f32).
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let d = self.config.hidden_size;
+        let flat = ids.reshape([b * t]);
+        let e = self.embed_tokens.val().select(0, flat).reshape([b, t, d]);
+        e.mul_scalar((d as f32).sqrt())
+    }
+
+    /// Final hidden states (after the final norm) `[B, T, hidden]`; appends to `cache` if given.
+    pub fn hidden_states(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let start = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
+        let t = ids.dims()[1];
+        let mut x = self.embed(ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(x, start, layer_cache);
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        self.norm.forward(x)
+    }
+
+    /// The tied LM head: `hidden · Eᵀ`, soft-capped if the config says so. `[B,T,hidden]` → `[B,T,vocab]`.
+    pub fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let logits = hidden
+            .reshape([b * t, d])
+            .matmul(self.embed_tokens.val().transpose())
+            .reshape([b, t, self.config.vocab_size]);
+        match self.config.final_logit_softcapping {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
+    }
+
+    /// Hidden states and logits.
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> GemmaOutput {
+        let hidden = self.hidden_states(ids, cache);
+        GemmaOutput {
+            logits: self.lm_head(hidden.clone()),
+            hidden,
+        }
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers)
+    }
+
+    /// Whether this is a Gemma 1, 2 or 3 model.
+    pub fn family(&self) -> GemmaFamily {
+        self.config.family
+    }
+}
