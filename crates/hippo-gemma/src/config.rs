@@ -204,7 +204,10 @@ impl GemmaConfig {
                     "model_type gemma3 without a text_config",
                 ));
             }
-            (_, text) => HfConfig { text_config: text, ..raw },
+            (_, text) => HfConfig {
+                text_config: text,
+                ..raw
+            },
         };
         let model_type = raw.model_type.clone().unwrap_or_default();
         let family = match model_type.as_str() {
@@ -254,12 +257,17 @@ impl GemmaConfig {
         };
         let theta = raw.rope_theta.unwrap_or(default_theta);
         let (rope_global, rope_local) = if let Some(params) = &raw.rope_parameters {
-            if let (Some(full), Some(sliding)) =
-                (params.get("full_attention"), params.get("sliding_attention"))
-            {
+            if let (Some(full), Some(sliding)) = (
+                params.get("full_attention"),
+                params.get("sliding_attention"),
+            ) {
                 (
                     rope_entry(full, theta, origin)?,
-                    rope_entry(sliding, raw.rope_local_base_freq.unwrap_or(10_000.0), origin)?,
+                    rope_entry(
+                        sliding,
+                        raw.rope_local_base_freq.unwrap_or(10_000.0),
+                        origin,
+                    )?,
                 )
             } else {
                 let r = rope_entry(params, theta, origin)?;
@@ -493,8 +501,7 @@ impl GemmaConfig {
                 self.num_layers
             ));
         }
-        if self.layer_types.contains(&LayerType::Sliding) && self.sliding_window.unwrap_or(0) == 0
-        {
+        if self.layer_types.contains(&LayerType::Sliding) && self.sliding_window.unwrap_or(0) == 0 {
             return err("sliding layers need sliding_window > 0".into());
         }
         if self.query_pre_attn_scalar <= 0.0 || self.rms_norm_eps <= 0.0 {
@@ -632,7 +639,12 @@ mod tests {
         assert_eq!(c.final_logit_softcapping, Some(30.0));
         assert_eq!(
             c.layer_types,
-            vec![LayerType::Sliding, LayerType::Full, LayerType::Sliding, LayerType::Full]
+            vec![
+                LayerType::Sliding,
+                LayerType::Full,
+                LayerType::Sliding,
+                LayerType::Full
+            ]
         );
     }
 }

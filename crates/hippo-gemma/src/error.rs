@@ -63,7 +63,9 @@ pub enum GemmaError {
     #[error("model not found: {0}")]
     ModelNotFound(String),
     /// A token id is outside the vocabulary.
-    #[error("token id {id} at position {position} is out of range for a vocabulary of {vocab_size}")]
+    #[error(
+        "token id {id} at position {position} is out of range for a vocabulary of {vocab_size}"
+    )]
     TokenOutOfRange {
         /// The offending id.
         id: u32,

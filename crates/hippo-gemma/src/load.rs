@@ -149,3 +149,20 @@ pub fn load_from(location: &ModelLocation, device: &Device) -> Result<Gemma> {
         }
     }
 }
+
+/// The project's asset cache: `$HIPPO_HOME`, else `$XDG_CACHE_HOME/hippoformer`, else
+/// `~/.cache/hippoformer` (where `cargo xtask assets` puts the default model and corpora).
+pub fn hippo_home() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HIPPO_HOME") {
+        return Some(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("hippoformer"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hippoformer"))
+}
+
+/// The default base model: Gemma-3-270M (GGUF Q4_K_M) in the asset cache.
+pub fn default_model_path() -> Option<PathBuf> {
+    hippo_home().map(|h| h.join("gemma-3-270m").join("gemma-3-270m-q4_k_m.gguf"))
+}

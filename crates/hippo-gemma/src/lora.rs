@@ -19,7 +19,13 @@ use crate::model::Gemma;
 
 /// The projections LoRA can target.
 pub const TARGETS: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 /// Which projections to adapt, and how.

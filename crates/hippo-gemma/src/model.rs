@@ -302,7 +302,10 @@ pub fn hf_tensor_specs(config: &GemmaConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.hidden_size;
     let (h, kvh, hd) = (config.num_heads, config.num_kv_heads, config.head_dim);
     let mut v = vec![
-        ("model.embed_tokens.weight".to_string(), vec![config.vocab_size, d]),
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![config.vocab_size, d],
+        ),
         ("model.norm.weight".to_string(), vec![d]),
     ];
     for i in 0..config.num_layers {
@@ -331,7 +334,10 @@ pub fn hf_tensor_specs(config: &GemmaConfig) -> Vec<(String, Vec<usize>)> {
 
 /// The names of [`hf_tensor_specs`].
 pub fn hf_tensor_names(config: &GemmaConfig) -> Vec<String> {
-    hf_tensor_specs(config).into_iter().map(|(n, _)| n).collect()
+    hf_tensor_specs(config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 struct Builder<'a> {
@@ -414,7 +420,8 @@ impl Builder<'_> {
         Ok(DecoderLayer {
             input_layernorm: self.norm(&format!("{p}.input_layernorm.weight"), d)?,
             self_attn,
-            post_attention_layernorm: self.norm(&format!("{p}.post_attention_layernorm.weight"), d)?,
+            post_attention_layernorm: self
+                .norm(&format!("{p}.post_attention_layernorm.weight"), d)?,
             pre_feedforward_layernorm: sandwich("pre_feedforward_layernorm")?,
             post_feedforward_layernorm: sandwich("post_feedforward_layernorm")?,
             mlp: Mlp {
@@ -429,7 +436,11 @@ impl Builder<'_> {
 
 impl Gemma {
     /// Builds the model from a checkpoint, checking every tensor's presence and shape.
-    pub fn from_weights(config: &GemmaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &GemmaConfig,
+        src: &dyn WeightSource,
+        device: &Device,
+    ) -> Result<Self> {
         let b = Builder {
             src,
             config,
@@ -494,7 +505,10 @@ impl Gemma {
             self.check_ids(r)?;
             flat.extend(r.iter().map(|&x| x as i64));
         }
-        Ok(Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(flat, [rows.len(), t]),
+            device,
+        ))
     }
 
     /// Scaled token embeddings `[B, T, hidden]`: `E[ids] · sqrt(hidden)` (the scale rounded to f32).

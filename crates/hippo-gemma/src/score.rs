@@ -93,7 +93,10 @@ pub fn score_ids(
         let off = usize::from(prefix);
         let t = input.len();
         let x = model.ids_tensor(&[input], device)?;
-        let logits = model.forward(x, None).logits.reshape([t, model.config().vocab_size]);
+        let logits = model
+            .forward(x, None)
+            .logits
+            .reshape([t, model.config().vocab_size]);
         // Target p is predicted at input index (p - 1 - s) + off.
         let first = a - 1 - s + off;
         let rows = logits.slice_dim(0, first..first + (b - a));

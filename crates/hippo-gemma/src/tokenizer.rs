@@ -30,8 +30,9 @@ impl GemmaTokenizer {
         if !path.exists() {
             return Err(GemmaError::Tokenizer {
                 path: path.to_path_buf(),
-                message: "file not found (pass --tokenizer, or put tokenizer.json beside the model)"
-                    .into(),
+                message:
+                    "file not found (pass --tokenizer, or put tokenizer.json beside the model)"
+                        .into(),
             });
         }
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| GemmaError::Tokenizer {
@@ -65,7 +66,11 @@ impl GemmaTokenizer {
         if add_bos {
             out.push(self.bos);
         }
-        out.extend(ids.iter().copied().skip_while(|&id| add_bos && id == self.bos));
+        out.extend(
+            ids.iter()
+                .copied()
+                .skip_while(|&id| add_bos && id == self.bos),
+        );
         Ok(out)
     }
 

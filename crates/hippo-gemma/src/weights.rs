@@ -257,10 +257,12 @@ impl GgufWeights {
             .and_then(|v| v.as_str())
             .ok_or_else(|| GemmaError::config(&origin, "no general.architecture"))?
             .to_string();
-        let embd = file.get("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor {
-            name: "token_embd.weight".into(),
-            origin: origin.clone(),
-        })?;
+        let embd = file
+            .get("token_embd.weight")
+            .ok_or_else(|| GemmaError::MissingTensor {
+                name: "token_embd.weight".into(),
+                origin: origin.clone(),
+            })?;
         // GGUF lists dimensions innermost first: [hidden, vocab].
         let vocab_size = embd.shape.last().copied().unwrap_or(0);
         let get_u = |k: &str| file.metadata.get(k).and_then(|v| v.as_u64());
@@ -330,7 +332,12 @@ impl WeightSource for GgufWeights {
         let mut v: Vec<String> = self
             .file
             .keys()
-            .map(|g| self.reverse.get(g).cloned().unwrap_or_else(|| g.to_string()))
+            .map(|g| {
+                self.reverse
+                    .get(g)
+                    .cloned()
+                    .unwrap_or_else(|| g.to_string())
+            })
             .collect();
         v.sort();
         v

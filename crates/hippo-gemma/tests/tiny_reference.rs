@@ -30,8 +30,14 @@ fn check_family(dir: &str) {
     let logits = logits_of(&model, &ids);
     let v = model.config().vocab_size;
     let last = &logits[(ids.len() - 1) * v..(ids.len() - 1) * v + 8];
-    let want: Vec<f32> = floats_of(&reference["logits_last"]).iter().map(|&x| x as f32).collect();
-    assert!(max_abs_diff(last, &want) <= 1e-4, "{dir}: {last:?} vs {want:?}");
+    let want: Vec<f32> = floats_of(&reference["logits_last"])
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    assert!(
+        max_abs_diff(last, &want) <= 1e-4,
+        "{dir}: {last:?} vs {want:?}"
+    );
 }
 
 #[test]
