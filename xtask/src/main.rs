@@ -1,1 +1,124 @@
-fn main() {}
+//! `cargo xtask`: the front door of HippoFormer-rs.
+//!
+//! Every user-facing job is a subcommand here; the library crates do no I/O of their own
+//! beyond reading the paths they are given. The CPU backend (`flex`) is the default; `--device`
+//! selects another one where it was compiled in (features `cuda`, `vulkan`).
+//!
+//! Exit codes: 0 success, 1 failure, 2 bad input (usage, missing or malformed files).
+
+mod assets;
+mod bench;
+mod device;
+mod score;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// HippoFormer-rs tasks.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch and verify the real Gemma-3-270M, its tokenizer and the corpora into the cache dir.
+    Assets(assets::AssetsArgs),
+    /// Per-token NLL and perplexity of a text or id file under a base model.
+    Score(score::ScoreArgs),
+    /// Throughput benchmarks (matmul rate, Gemma forward and decode).
+    Bench(bench::BenchArgs),
+}
+
+/// An error caused by the user's input: exits with code 2.
+#[derive(Debug)]
+pub struct UsageError(anyhow::Error);
+
+impl UsageError {
+    /// A usage error with a message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(anyhow::anyhow!(msg.into()))
+    }
+
+    /// Marks an error as caused by bad input.
+    pub fn wrap(e: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Self(e))
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The model argument, defaulting to the Gemma-3-270M fetched by `cargo xtask assets`.
+pub fn model_arg(explicit: Option<&str>) -> anyhow::Result<String> {
+    if let Some(m) = explicit {
+        return Ok(m.to_string());
+    }
+    let p = hippo_gemma::load::default_model_path()
+        .ok_or_else(|| UsageError::wrap(anyhow::anyhow!("HOME is unset: pass --model")))?;
+    if !p.exists() {
+        return Err(UsageError::wrap(anyhow::anyhow!(
+            "the default model {} is missing: run `cargo xtask assets`, or pass --model",
+            p.display()
+        )));
+    }
+    Ok(p.display().to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match &cli.command {
+        Command::Assets(args) => assets::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.chain().any(|c| {
+                c.is::<UsageError>()
+                    || c.downcast_ref::<hippo_gemma::GemmaError>()
+                        .is_some_and(|g| {
+                            matches!(
+                                g,
+                                hippo_gemma::GemmaError::ModelNotFound(_)
+                                    | hippo_gemma::GemmaError::Config { .. }
+                                    | hippo_gemma::GemmaError::UnknownArchitecture { .. }
+                                    | hippo_gemma::GemmaError::CorruptWeights { .. }
+                                    | hippo_gemma::GemmaError::MissingTensor { .. }
+                                    | hippo_gemma::GemmaError::ShapeMismatch { .. }
+                                    | hippo_gemma::GemmaError::TokenOutOfRange { .. }
+                                    | hippo_gemma::GemmaError::Tokenizer { .. }
+                            )
+                        })
+            });
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

@@ -56,7 +56,7 @@ impl LoraSettings {
         if self.rank == 0 {
             return bad("lora rank must be > 0".into());
         }
-        if !(self.alpha > 0.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 {
             return bad(format!("lora alpha must be > 0, got {}", self.alpha));
         }
         if self.targets.is_empty() {

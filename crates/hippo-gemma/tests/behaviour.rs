@@ -37,7 +37,9 @@ fn check_cache(dir: &str, prefill: usize) {
     while pos < ids.len() {
         let step = if pos == 0 { prefill } else { 1 };
         let chunk = ids[pos..(pos + step).min(ids.len())].to_vec();
-        let x = model.ids_tensor(&[chunk.clone()], &device()).unwrap();
+        let x = model
+            .ids_tensor(std::slice::from_ref(&chunk), &device())
+            .unwrap();
         got.extend(to_vec(model.forward(x, Some(&mut cache)).logits));
         pos += chunk.len();
     }
@@ -86,7 +88,7 @@ fn lora_starts_at_identity_trains_only_adapters_and_merges_exactly() {
         .unwrap()
         .model;
     let model = lora::apply(on_ad, &settings).unwrap();
-    let x = model.ids_tensor(&[ids.clone()], &ad).unwrap();
+    let x = model.ids_tensor(std::slice::from_ref(&ids), &ad).unwrap();
     let loss = model.forward(x, None).logits.powi_scalar(2).mean();
     let grads = loss.backward();
     let layer = &model.layers[0].self_attn;
