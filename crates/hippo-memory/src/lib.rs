@@ -1,1 +1,81 @@
-//! hippo-memory: placeholder.
+//! Replay during sleep: a per-stream priority buffer that keeps the most important hidden states
+//! and replays them, strongest first and fading over rounds, as the hippocampus replays tagged
+//! experience to the cortex.
+//!
+//! # State
+//!
+//! One buffer per stream (batch row), held as plain tensors in a [`MemoryState`] that the caller
+//! passes in and gets back; nothing is hidden in the module.
+//!
+//! * `states [B, M, D]`: raw hidden states, stored detached (no projection applied at write).
+//! * `priorities P [B, M]`: the importance a state had when written.
+//! * `ages a [B, M]`: number of [`PriorityBuffer::age`] calls since the write.
+//! * `valid [B, M]`: occupied slots. `accepted_writes [B]`: running count of accepted tokens.
+//!
+//! With decay `d ∈ (0, 1)` (`decay_rate`) the **effective priority** of an entry is
+//! `eff = P·d^a`.
+//!
+//! # Write
+//!
+//! `write(state, x [B, T, D], importance [B, T], mask [B, T])`, per row, without a per-token loop:
+//!
+//! 1. Candidates are tokens with `mask ∧ importance > θ` (`θ = priority_threshold`); a candidate's
+//!    priority is its importance (age 0).
+//! 2. The pool is the row's `M` slots (key `eff`, `−∞` if empty) followed by its `T` tokens
+//!    (key `importance`, `−∞` if not a candidate). The row keeps the `M` largest finite keys;
+//!    ties go to the earlier pool position (existing entries before newcomers, earlier tokens
+//!    before later ones). This is exactly what the sequential rule produces — "fill empty slots
+//!    first; once full, a newcomer evicts the entry of lowest effective priority only if its own
+//!    priority is strictly higher" — because that rule always holds the top-`M` of what it has
+//!    seen.
+//! 3. Selected existing entries stay in their slots. The `j`-th selected newcomer (token order)
+//!    goes to the `j`-th freed slot (slot order), freed = empty or evicted.
+//!
+//! Implemented with one sort per row (for the `M`-th largest key), a cumulative sum (ties and
+//! slot ranks), two `argwhere`s (row-major positions of filled slots and accepted tokens, which
+//! pair up one to one) and one `select` + `select_assign` that moves only the accepted rows:
+//! `O(B·(M+T)·log(M+T) + N·D)` for `N` accepted tokens. `argwhere` has a data-dependent shape,
+//! so a write synchronises with the device once. The `select_assign` updates the state in place
+//! when the caller does not hold another reference to it.
+//! A token is *accepted* when it is stored after the write; a newcomer displaced by a later,
+//! stronger newcomer of the same write is not accepted.
+//!
+//! # Replay
+//!
+//! `replay(q [B, T, D], state) → memory [B, T, D]`, every query position on its own (never pooled),
+//! with `R = max_replay_rounds`, `τ = temperature`, `W_q, W_k, W_v, W_c` the query, key, value and
+//! consolidation projections (`W_q, W_k, W_v` affine, `W_c` linear):
+//!
+//! ```text
+//! s_{t,m}   = (W_q q_t)·(W_k x_m) / √D
+//! w⁰_{t,m}  = 0                                     working age, per row and per query position
+//! eff^r     = P_m · d^(a_m + w^r_{t,m})
+//! ℓ^r_{t,m} = (s_{t,m} + ln eff^r) / τ              priority term: ln eff (attention ∝ e^{s/τ}·eff^{1/τ})
+//! α^r_{t,·} = softmax_m(ℓ^r_{t,·}) over entries with eff^r > θ; excluded entries get exactly 0
+//!             (if every entry is excluded, α^r_{t,·} = 0)
+//! w^{r+1}   = w^r + α^r                             retrieved entries age by their retrieval strength
+//! c_r       = d^r / Σ_{r'<R} d^{r'}                 round weights, normalised to sum to 1
+//! memory_t  = W_c Σ_m (Σ_r c_r α^r_{t,m}) · (W_v x_m)
+//! ```
+//!
+//! `W_c` has no bias, so an empty buffer replays exact zeros. Working ages live only inside one
+//! call; `replay` never modifies the state. Since the rounds combine linearly, the value product
+//! is taken once on the combined weights (same result as `R` separate products). Under autodiff
+//! the backward keeps `O(R)` tensors of shape `[B, T, M]`.
+//!
+//! # Invariants
+//!
+//! * Causal: `memory_t` depends only on `q_t` and the state (which holds only past segments).
+//! * Row independence: every operation is per row; row `b` never reads or writes row `b' ≠ b`.
+//! * Padding (`mask = false`) is never written; an empty buffer replays zeros, never NaN.
+//! * [`PriorityBuffer::age`] is called once per written segment, never on read-only calls.
+
+mod buffer;
+mod config;
+mod soft_top_k;
+mod state;
+
+pub use buffer::{MemoryStats, PriorityBuffer, WriteOutcome};
+pub use config::{MemoryError, PriorityBufferConfig};
+pub use soft_top_k::soft_top_k;
+pub use state::MemoryState;

@@ -1,0 +1,406 @@
+//! The priority buffer module: batched write, multi-round replay, ageing and statistics.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, activation};
+use serde::Serialize;
+
+use crate::config::MemoryError;
+use crate::state::MemoryState;
+
+/// Logit given to entries excluded from a replay round before the softmax; their weight is then
+/// set to exactly 0 after it (so a fully excluded row gives zeros, not NaN).
+const EXCLUDED_LOGIT: f32 = -1.0e30;
+
+/// Priority replay buffer: the projections applied when reading, plus the configuration constants.
+///
+/// See the crate documentation for the exact write and replay rules.
+#[derive(Module, Debug)]
+pub struct PriorityBuffer {
+    /// Key projection `W_k` (`D → D`), applied to stored states at replay.
+    pub key_proj: Linear,
+    /// Value projection `W_v` (`D → D`), applied to stored states at replay.
+    pub value_proj: Linear,
+    /// Query projection `W_q` (`D → D`).
+    pub query_proj: Linear,
+    /// Consolidation projection `W_c` (`D → D`, no bias) on the replayed memory.
+    pub consolidation_proj: Linear,
+    /// State width `D`.
+    pub dim: usize,
+    /// Slots per stream `M`.
+    pub capacity: usize,
+    /// Decay `d`.
+    pub decay_rate: f64,
+    /// Replay rounds `R`.
+    pub max_replay_rounds: usize,
+    /// Threshold `θ` for writing and for replay eligibility.
+    pub priority_threshold: f64,
+    /// Replay softmax temperature `τ`.
+    pub temperature: f64,
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// Tokens stored by this write `[B, T]`.
+    pub accepted: Tensor<2, Bool>,
+    /// Slots that received a newcomer `[B, M]`.
+    pub filled: Tensor<2, Bool>,
+    /// Slots whose previous (valid) entry was evicted `[B, M]`.
+    pub evicted: Tensor<2, Bool>,
+    /// Number of tokens stored per row `[B]`.
+    pub n_accepted: Tensor<1, Int>,
+}
+
+/// Summary of a buffer state (over all rows; reads the tensors back to the host).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MemoryStats {
+    /// Occupied slots over all rows.
+    pub entries: usize,
+    /// Total slots `B·M`.
+    pub slots: usize,
+    /// `entries / slots`.
+    pub utilisation: f64,
+    /// Mean effective priority `P·d^age` over occupied slots (0 if none).
+    pub mean_effective_priority: f64,
+    /// Minimum effective priority over occupied slots (0 if none).
+    pub min_effective_priority: f64,
+    /// Maximum effective priority over occupied slots (0 if none).
+    pub max_effective_priority: f64,
+    /// Mean age over occupied slots (0 if none).
+    pub mean_age: f64,
+    /// Tokens accepted by writes so far, over all rows (rejected writes are not counted).
+    pub accepted_writes: u64,
+}
+
+fn shape_err(what: &'static str, expected: &[usize], got: &[usize]) -> MemoryError {
+    MemoryError::Shape {
+        what,
+        expected: expected.to_vec(),
+        got: got.to_vec(),
+    }
+}
+
+impl PriorityBuffer {
+    /// An empty state for `batch` streams, on `device`.
+    pub fn empty_state(&self, batch: usize, device: &burn::tensor::Device) -> MemoryState {
+        MemoryState::with_shape(batch, self.capacity, self.dim, device)
+    }
+
+    fn check_state(
+        &self,
+        state: &MemoryState,
+        what: &'static str,
+    ) -> Result<[usize; 3], MemoryError> {
+        let [b, m, d] = state.states.dims();
+        if m != self.capacity || d != self.dim {
+            return Err(shape_err(what, &[b, self.capacity, self.dim], &[b, m, d]));
+        }
+        for (got, name) in [
+            (state.priorities.dims(), "priorities"),
+            (state.ages.dims(), "ages"),
+            (state.valid.dims(), "valid"),
+        ] {
+            if got != [b, m] {
+                tracing::debug!(field = name, "memory state field has the wrong shape");
+                return Err(shape_err(what, &[b, m], &got));
+            }
+        }
+        if state.accepted_writes.dims() != [b] {
+            return Err(shape_err(what, &[b], &state.accepted_writes.dims()));
+        }
+        Ok([b, m, d])
+    }
+
+    /// Writes the candidate tokens of a segment into each stream's buffer.
+    ///
+    /// Candidates are tokens with `mask ∧ importance > priority_threshold`; empty slots fill first,
+    /// then a newcomer evicts the entry of lowest effective priority `P·d^age` only if its priority
+    /// is strictly higher (ties keep the earlier item). States and priorities are stored detached.
+    /// Ages are not advanced: call [`age`](Self::age) once per written segment.
+    ///
+    /// # Shapes
+    ///
+    /// * `states`: `[B, T, D]`, `importance`: `[B, T]`, `mask`: `[B, T]` (`true` = real token)
+    /// * returns the new state and a [`WriteOutcome`] (`accepted: [B, T]`)
+    pub fn write(
+        &self,
+        state: MemoryState,
+        states: Tensor<3>,
+        importance: Tensor<2>,
+        mask: Tensor<2, Bool>,
+    ) -> Result<(MemoryState, WriteOutcome), MemoryError> {
+        let [b, m, d] = self.check_state(&state, "PriorityBuffer::write state")?;
+        let [bs, t, ds] = states.dims();
+        if bs != b || ds != d {
+            return Err(shape_err(
+                "PriorityBuffer::write states",
+                &[b, t, d],
+                &[bs, t, ds],
+            ));
+        }
+        if importance.dims() != [b, t] {
+            return Err(shape_err(
+                "PriorityBuffer::write importance",
+                &[b, t],
+                &importance.dims(),
+            ));
+        }
+        if mask.dims() != [b, t] {
+            return Err(shape_err(
+                "PriorityBuffer::write mask",
+                &[b, t],
+                &mask.dims(),
+            ));
+        }
+        tracing::trace!(
+            batch = b,
+            tokens = t,
+            capacity = m,
+            dim = d,
+            "priority buffer write"
+        );
+        let device = states.device();
+        if t == 0 {
+            let outcome = WriteOutcome {
+                accepted: Tensor::<2, Bool>::full([b, 0], false, &device),
+                filled: Tensor::<2, Bool>::full([b, m], false, &device),
+                evicted: Tensor::<2, Bool>::full([b, m], false, &device),
+                n_accepted: Tensor::zeros([b], &device),
+            };
+            return Ok((state, outcome));
+        }
+        let states = states.detach();
+        let importance = importance.detach();
+        let n = m + t;
+
+        // Pool keys: existing entries' effective priority, then the candidates' importance.
+        let eff_old = state
+            .effective_priorities(self.decay_rate)
+            .mask_fill(state.valid.clone().bool_not(), f32::NEG_INFINITY);
+        let candidate = mask.bool_and(importance.clone().greater_elem(self.priority_threshold));
+        let cand_key = importance
+            .clone()
+            .mask_fill(candidate.bool_not(), f32::NEG_INFINITY);
+        let pool = Tensor::cat(vec![eff_old, cand_key], 1);
+
+        // Keep the M largest finite keys; ties go to the earlier pool position.
+        let kth = pool
+            .clone()
+            .sort_descending(1)
+            .slice([0..b, m - 1..m])
+            .expand([b, n]);
+        let above = pool.clone().greater(kth.clone());
+        let need = above
+            .clone()
+            .int()
+            .sum_dim(1)
+            .neg()
+            .add_scalar(m as i64)
+            .expand([b, n]);
+        let tie = pool.clone().equal(kth).bool_and(pool.is_finite());
+        let tie_rank = tie.clone().int().cumsum(1);
+        let selected = above.bool_or(tie.bool_and(tie_rank.lower_equal(need)));
+
+        let keep_old = selected.clone().slice([0..b, 0..m]);
+        let accepted = selected.slice([0..b, m..n]);
+        let freed = keep_old.clone().bool_not();
+        let evicted = freed.clone().bool_and(state.valid.clone());
+
+        // The j-th accepted token (token order) goes to the j-th freed slot (slot order).
+        let n_accepted = accepted.clone().int().sum_dim(1); // [B, 1]
+        let freed_rank = freed.clone().int().cumsum(1).sub_scalar(1);
+        let filled = freed.bool_and(freed_rank.lower(n_accepted.clone().expand([b, m])));
+        // Row-major positions of the filled slots and of the accepted tokens. Both lists are
+        // grouped by row, ascending within a row, with equal counts per row, so they pair up
+        // exactly as the rule above says. Only these rows are moved.
+        let slots = filled.clone().reshape([b * m]).argwhere();
+        let tokens = accepted.clone().reshape([b * t]).argwhere();
+        let [moved, _] = slots.dims();
+        let (states_out, priorities_out) = if moved == 0 {
+            (state.states, state.priorities)
+        } else {
+            let slots = slots.reshape([moved]);
+            let tokens = tokens.reshape([moved]);
+            let rows = states.reshape([b * t, d]).select(0, tokens.clone());
+            let priority = importance.reshape([b * t]).select(0, tokens);
+            (
+                state
+                    .states
+                    .reshape([b * m, d])
+                    .select_assign(0, slots.clone(), rows, IndexingUpdateOp::Assign)
+                    .reshape([b, m, d]),
+                state
+                    .priorities
+                    .reshape([b * m])
+                    .select_assign(0, slots, priority, IndexingUpdateOp::Assign)
+                    .reshape([b, m]),
+            )
+        };
+
+        let n_accepted = n_accepted.reshape([b]);
+        let new_state = MemoryState {
+            states: states_out,
+            priorities: priorities_out,
+            ages: state.ages.mask_fill(filled.clone(), 0.0),
+            valid: keep_old.bool_or(filled.clone()),
+            accepted_writes: state.accepted_writes + n_accepted.clone(),
+        };
+        let outcome = WriteOutcome {
+            accepted,
+            filled,
+            evicted,
+            n_accepted,
+        };
+        Ok((new_state, outcome))
+    }
+
+    /// Replays the buffer for every query position: `[B, T, D] → [B, T, D]`.
+    ///
+    /// Exactly the rule of the crate documentation: `R` rounds of priority-weighted attention
+    /// (`logit = (q·k/√D + ln eff)/τ`, entries with `eff ≤ θ` excluded), working ages growing by
+    /// the retrieval weights within the call, rounds combined with weights `d^r / Σ d^r'`, then
+    /// the consolidation projection. The state is not modified. An empty buffer gives zeros.
+    ///
+    /// # Shapes
+    ///
+    /// * `queries`: `[B, T, D]`, `state`: `[B, M, D]` → `[B, T, D]`
+    pub fn replay(
+        &self,
+        queries: Tensor<3>,
+        state: &MemoryState,
+    ) -> Result<Tensor<3>, MemoryError> {
+        let [b, m, d] = self.check_state(state, "PriorityBuffer::replay state")?;
+        let [bq, t, dq] = queries.dims();
+        if bq != b || dq != d {
+            return Err(shape_err(
+                "PriorityBuffer::replay queries",
+                &[b, t, d],
+                &[bq, t, dq],
+            ));
+        }
+        tracing::trace!(
+            batch = b,
+            tokens = t,
+            capacity = m,
+            dim = d,
+            "priority buffer replay"
+        );
+        let device = queries.device();
+        if t == 0 {
+            return Ok(Tensor::zeros([b, 0, d], &device));
+        }
+        let inv_temp = 1.0 / self.temperature;
+        let ln_decay = self.decay_rate.ln();
+        let ln_threshold_scaled = self.priority_threshold.ln() * inv_temp; // −∞ when θ = 0
+
+        let q = self.query_proj.forward(queries);
+        let k = self.key_proj.forward(state.states.clone());
+        let v = self.value_proj.forward(state.states.clone());
+        // (q·k/√D)/τ, [B, T, M].
+        let scores = q
+            .matmul(k.swap_dims(1, 2))
+            .mul_scalar(inv_temp / (d as f64).sqrt());
+        // (ln P + a·ln d)/τ, −∞ for empty slots, [B, 1, M].
+        let base = (state.priorities.clone().clamp_min(0.0).log()
+            + state.ages.clone().mul_scalar(ln_decay))
+        .mask_fill(state.valid.clone().bool_not(), f32::NEG_INFINITY)
+        .mul_scalar(inv_temp)
+        .reshape([b, 1, m]);
+
+        let rounds = self.max_replay_rounds;
+        let norm: f64 = (0..rounds).map(|r| self.decay_rate.powi(r as i32)).sum();
+        let mut working: Option<Tensor<3>> = None;
+        let mut mixed: Option<Tensor<3>> = None;
+        for r in 0..rounds {
+            // Scaled log effective priority (ln P + (a + w)·ln d)/τ, [B, T, M].
+            let log_eff = match &working {
+                None => base.clone().expand([b, t, m]),
+                Some(w) => w.clone().mul_scalar(ln_decay * inv_temp) + base.clone(),
+            };
+            let excluded = log_eff.clone().lower_equal_elem(ln_threshold_scaled);
+            let logits = (scores.clone() + log_eff).mask_fill(excluded.clone(), EXCLUDED_LOGIT);
+            let weights = activation::softmax(logits, 2).mask_fill(excluded, 0.0);
+            let c_r = self.decay_rate.powi(r as i32) / norm;
+            let contribution = weights.clone().mul_scalar(c_r);
+            mixed = Some(match mixed {
+                None => contribution,
+                Some(acc) => acc + contribution,
+            });
+            if r + 1 < rounds {
+                working = Some(match working {
+                    None => weights,
+                    Some(w) => w + weights,
+                });
+            }
+        }
+        let mixed = match mixed {
+            Some(mixed) => mixed,
+            None => Tensor::zeros([b, t, m], &device),
+        };
+        Ok(self.consolidation_proj.forward(mixed.matmul(v)))
+    }
+
+    /// Advances the age of every occupied slot by one (empty slots stay at 0).
+    ///
+    /// Call once per written segment, never on a read-only call.
+    pub fn age(&self, state: MemoryState) -> MemoryState {
+        let empty = state.valid.clone().bool_not();
+        MemoryState {
+            ages: state.ages.add_scalar(1.0).mask_fill(empty, 0.0),
+            ..state
+        }
+    }
+
+    /// Summary statistics of `state` (reads it back to the host).
+    pub fn stats(&self, state: &MemoryState) -> MemoryStats {
+        let valid: Vec<bool> = state.valid.to_data().iter::<bool>().collect();
+        let eff: Vec<f64> = state
+            .effective_priorities(self.decay_rate)
+            .to_data()
+            .iter::<f64>()
+            .collect();
+        let ages: Vec<f64> = state.ages.to_data().iter::<f64>().collect();
+        let accepted_writes = state
+            .accepted_writes
+            .to_data()
+            .iter::<i64>()
+            .map(|x| x.max(0) as u64)
+            .sum();
+        let live: Vec<(f64, f64)> = valid
+            .iter()
+            .zip(eff.iter().zip(&ages))
+            .filter(|(v, _)| **v)
+            .map(|(_, (e, a))| (*e, *a))
+            .collect();
+        let entries = live.len();
+        let slots = valid.len();
+        let (mean_eff, min_eff, max_eff, mean_age) = if entries == 0 {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            let n = entries as f64;
+            (
+                live.iter().map(|(e, _)| e).sum::<f64>() / n,
+                live.iter().map(|(e, _)| *e).fold(f64::INFINITY, f64::min),
+                live.iter()
+                    .map(|(e, _)| *e)
+                    .fold(f64::NEG_INFINITY, f64::max),
+                live.iter().map(|(_, a)| a).sum::<f64>() / n,
+            )
+        };
+        MemoryStats {
+            entries,
+            slots,
+            utilisation: if slots == 0 {
+                0.0
+            } else {
+                entries as f64 / slots as f64
+            },
+            mean_effective_priority: mean_eff,
+            min_effective_priority: min_eff,
+            max_effective_priority: max_eff,
+            mean_age,
+            accepted_writes,
+        }
+    }
+}

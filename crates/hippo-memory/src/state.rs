@@ -1,0 +1,100 @@
+//! The per-stream buffer state, passed in and out by the caller.
+
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::config::{MemoryError, PriorityBufferConfig};
+
+/// One buffer per stream (batch row), as plain tensors.
+///
+/// Cloning is cheap (tensors are reference counted). Empty slots hold zeros.
+#[derive(Debug, Clone)]
+pub struct MemoryState {
+    /// Stored raw hidden states `[B, M, D]` (detached).
+    pub states: Tensor<3>,
+    /// Priority `P` at write time `[B, M]` (detached; 0 in empty slots).
+    pub priorities: Tensor<2>,
+    /// Age in written segments `[B, M]` (0 in empty slots).
+    pub ages: Tensor<2>,
+    /// Occupied slots `[B, M]`.
+    pub valid: Tensor<2, Bool>,
+    /// Number of tokens accepted by writes so far, per row `[B]` (rejected writes not counted).
+    pub accepted_writes: Tensor<1, Int>,
+}
+
+impl MemoryState {
+    /// An empty state for `batch` streams of `config.capacity` slots of width `config.dim`.
+    pub fn empty(batch: usize, config: &PriorityBufferConfig, device: &Device) -> Self {
+        Self::with_shape(batch, config.capacity, config.dim, device)
+    }
+
+    /// An empty state with explicit `[batch, capacity, dim]`.
+    pub fn with_shape(batch: usize, capacity: usize, dim: usize, device: &Device) -> Self {
+        Self {
+            states: Tensor::zeros([batch, capacity, dim], device),
+            priorities: Tensor::zeros([batch, capacity], device),
+            ages: Tensor::zeros([batch, capacity], device),
+            valid: Tensor::<2, Bool>::full([batch, capacity], false, device),
+            accepted_writes: Tensor::zeros([batch], device),
+        }
+    }
+
+    /// Number of streams `B`.
+    pub fn batch_size(&self) -> usize {
+        self.states.dims()[0]
+    }
+
+    /// Slots per stream `M`.
+    pub fn capacity(&self) -> usize {
+        self.states.dims()[1]
+    }
+
+    /// State width `D`.
+    pub fn dim(&self) -> usize {
+        self.states.dims()[2]
+    }
+
+    /// Empties the streams whose flag in `rows` (`[B]`) is `true`, e.g. at a document boundary;
+    /// other rows are returned unchanged.
+    pub fn reset_rows(self, rows: Tensor<1, Bool>) -> Result<Self, MemoryError> {
+        let [b, m, d] = self.states.dims();
+        if rows.dims() != [b] {
+            return Err(MemoryError::Shape {
+                what: "MemoryState::reset_rows rows",
+                expected: vec![b],
+                got: rows.dims().to_vec(),
+            });
+        }
+        let rows2 = rows.clone().reshape([b, 1]).expand([b, m]);
+        let rows3 = rows.clone().reshape([b, 1, 1]).expand([b, m, d]);
+        Ok(Self {
+            states: self.states.mask_fill(rows3, 0.0),
+            priorities: self.priorities.mask_fill(rows2.clone(), 0.0),
+            ages: self.ages.mask_fill(rows2.clone(), 0.0),
+            valid: self.valid.bool_and(rows2.bool_not()),
+            accepted_writes: self.accepted_writes.mask_fill(rows, 0),
+        })
+    }
+
+    /// Empties the streams listed in `rows` (indices into the batch).
+    pub fn reset_row_indices(self, rows: &[usize]) -> Result<Self, MemoryError> {
+        let b = self.batch_size();
+        let mut flags = vec![false; b];
+        for &r in rows {
+            let slot = flags.get_mut(r).ok_or(MemoryError::Shape {
+                what: "MemoryState::reset_row_indices row index out of range",
+                expected: vec![b],
+                got: vec![r],
+            })?;
+            *slot = true;
+        }
+        let device = self.states.device();
+        let rows = Tensor::<1, Bool>::from_data(burn::tensor::TensorData::new(flags, [b]), &device);
+        self.reset_rows(rows)
+    }
+
+    /// Effective priorities `P·d^age` `[B, M]`, 0 in empty slots.
+    pub fn effective_priorities(&self, decay_rate: f64) -> Tensor<2> {
+        (self.ages.clone().mul_scalar(decay_rate.ln()).exp() * self.priorities.clone())
+            .mask_fill(self.valid.clone().bool_not(), 0.0)
+    }
+}
