@@ -10,6 +10,7 @@ mod assets;
 mod bench;
 mod device;
 mod score;
+mod test;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Throughput benchmarks (matmul rate, Gemma forward and decode).
     Bench(bench::BenchArgs),
+    /// Fetch the test assets, then run the whole test suite (release mode).
+    Test(test::TestArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Assets(args) => assets::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Test(args) => test::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
