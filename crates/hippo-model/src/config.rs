@@ -1,0 +1,297 @@
+//! `HippoFormerConfig`: every knob of the composed model, with the reference implementation's
+//! fields and defaults, read from TOML (unknown keys rejected) and validated.
+//!
+//! Every field changes behaviour or is rejected by [`HippoFormerConfig::validate`]. One deliberate
+//! difference from the reference: `lora_dropout` defaults to 0 and any other value is rejected,
+//! because Burn's built-in LoRA composes the weight (`W + ΔW`) and so has no adapter input to drop.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HippoError, Result};
+
+/// How the memory query is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryMode {
+    /// One query per position (causal). The default and the only honest choice.
+    #[default]
+    PerPosition,
+    /// The reference's pooled query: the mean of the whole segment, for every position — a
+    /// future-token leak. Present only so the causality audit can show the leak; evaluation
+    /// refuses it unless forced.
+    SequenceMean,
+}
+
+/// Where token importance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SalienceMode {
+    /// The learned salience gate.
+    #[default]
+    Learned,
+    /// No gate: every real token gets salience 0.5 (uniform importance).
+    Off,
+    /// Seeded uniform random salience per token (a control for the gate).
+    Random,
+}
+
+/// The composed model's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HippoFormerConfig {
+    /// Base model: a checkpoint dir, a `.gguf` file or a HF repo id ("default" = the Gemma-3-270M
+    /// fetched by `cargo xtask assets`).
+    pub base_model: String,
+    /// Freeze the base model's own weights.
+    pub freeze_base: bool,
+    /// Attach LoRA adapters to the base model.
+    pub use_lora: bool,
+    /// LoRA rank.
+    pub lora_r: usize,
+    /// LoRA alpha (updates scaled by alpha / r).
+    pub lora_alpha: f64,
+    /// LoRA dropout: must be 0 (see module docs).
+    pub lora_dropout: f64,
+    /// Projections to adapt.
+    pub lora_targets: Vec<String>,
+    /// Heads of the salience gate's causal attention.
+    pub salience_n_heads: usize,
+    /// Width of the salience gate's causal smoothing.
+    pub salience_min_duration: usize,
+    /// Initial tagging threshold.
+    pub salience_threshold_init: f64,
+    /// Dropout inside the salience gate (training only).
+    pub salience_dropout: f64,
+    /// Importance of an untagged and of a fully tagged token.
+    pub importance_range: [f64; 2],
+    /// Memory slots per stream.
+    pub buffer_size: usize,
+    /// Priority decay per segment of age, and replay-round weight decay.
+    pub decay_rate: f64,
+    /// Replay rounds.
+    pub max_replay_rounds: usize,
+    /// Write and replay eligibility threshold on (effective) priority.
+    pub priority_threshold: f64,
+    /// Replay softmax temperature.
+    pub soft_topk_temperature: f64,
+    /// Drift anchors.
+    pub n_anchors: usize,
+    /// Drift above which a token is corrected.
+    pub drift_threshold: f64,
+    /// Momentum of the drift calibrator's running statistics.
+    pub drift_momentum: f64,
+    /// Strength of the drift correction.
+    pub drift_correction_strength: f64,
+    /// Correct every token, not only drifted ones.
+    pub drift_always_correct: bool,
+    /// Heads of the output fusion's attention over retrieved memory.
+    pub fusion_n_heads: usize,
+    /// Dropout in the output fusion (training only).
+    pub fusion_dropout: f64,
+    /// Weight of the LM cross-entropy.
+    pub lm_weight: f64,
+    /// Weight of the salience-weighted LM loss.
+    pub salience_weighted_weight: f64,
+    /// Weight of the binary-entropy sparsity loss on salience.
+    pub sparsity_weight: f64,
+    /// Weight of the memory-utilisation loss `(mean salience − target)²`.
+    pub memory_util_weight: f64,
+    /// Target mean salience of the utilisation loss.
+    pub target_salience: f64,
+    /// Weight of the drift regulariser `‖A − I‖² + ‖b‖²`.
+    pub drift_reg_weight: f64,
+    /// How the memory query is formed.
+    pub query_mode: QueryMode,
+    /// Where importance comes from (ablations `off`, `random`).
+    pub salience: SalienceMode,
+    /// Read from and write to memory (`false`: the memory-off ablation).
+    pub memory: bool,
+    /// Apply the drift calibrator (`false`: the drift-off ablation).
+    pub drift: bool,
+    /// Use the output fusion (`false`: retrieved memory is added through a scalar gate only).
+    pub fusion: bool,
+    /// Seed of the module initialisation and of random salience.
+    pub seed: u64,
+}
+
+impl Default for HippoFormerConfig {
+    fn default() -> Self {
+        Self {
+            base_model: "default".into(),
+            freeze_base: true,
+            use_lora: true,
+            lora_r: 16,
+            lora_alpha: 32.0,
+            lora_dropout: 0.0,
+            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+            salience_n_heads: 4,
+            salience_min_duration: 2,
+            salience_threshold_init: 0.0,
+            salience_dropout: 0.1,
+            importance_range: [1.0, 5.0],
+            buffer_size: 2048,
+            decay_rate: 0.9,
+            max_replay_rounds: 10,
+            priority_threshold: 1.0,
+            soft_topk_temperature: 1.0,
+            n_anchors: 64,
+            drift_threshold: 0.3,
+            drift_momentum: 0.99,
+            drift_correction_strength: 1.0,
+            drift_always_correct: false,
+            fusion_n_heads: 8,
+            fusion_dropout: 0.1,
+            lm_weight: 1.0,
+            salience_weighted_weight: 0.5,
+            sparsity_weight: 0.1,
+            memory_util_weight: 0.01,
+            target_salience: 0.2,
+            drift_reg_weight: 0.001,
+            query_mode: QueryMode::PerPosition,
+            salience: SalienceMode::Learned,
+            memory: true,
+            drift: true,
+            fusion: true,
+            seed: 0,
+        }
+    }
+}
+
+impl HippoFormerConfig {
+    /// Reads a TOML file (unknown keys are an error naming the key).
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| HippoError::Config {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| HippoError::Config {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate().map_err(|e| match e {
+            HippoError::Config { message, .. } => HippoError::Config {
+                origin: origin.to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The TOML text of this config.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every field against the constraints of the modules it configures.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| {
+            Err(HippoError::Config {
+                origin: "config".into(),
+                message: m,
+            })
+        };
+        let unit = |x: f64| (0.0..1.0).contains(&x);
+        if self.lora_dropout != 0.0 {
+            return bad(format!(
+                "lora_dropout = {} is not supported: Burn's LoRA merges the update into the weight, \
+                 so there is no adapter input to drop; set it to 0",
+                self.lora_dropout
+            ));
+        }
+        if self.use_lora && !self.freeze_base {
+            return bad("use_lora = true needs freeze_base = true (LoRA trains adapters over a frozen base); \
+                        set use_lora = false to fine-tune the whole base".into());
+        }
+        if self.use_lora {
+            let s = hippo_gemma::lora::LoraSettings {
+                rank: self.lora_r,
+                alpha: self.lora_alpha,
+                targets: self.lora_targets.clone(),
+            };
+            if let Err(e) = s.validate() {
+                return bad(e.to_string());
+            }
+        }
+        let [lo, hi] = self.importance_range;
+        if !(lo < hi) {
+            return bad(format!("importance_range [{lo}, {hi}] needs lo < hi"));
+        }
+        if self.buffer_size == 0 {
+            return bad("buffer_size must be > 0".into());
+        }
+        if !(self.decay_rate > 0.0 && self.decay_rate < 1.0) {
+            return bad(format!("decay_rate {} must lie in (0, 1)", self.decay_rate));
+        }
+        if self.max_replay_rounds == 0 {
+            return bad("max_replay_rounds must be ≥ 1".into());
+        }
+        if self.priority_threshold < 0.0 || self.soft_topk_temperature <= 0.0 {
+            return bad("priority_threshold must be ≥ 0 and soft_topk_temperature > 0".into());
+        }
+        if self.priority_threshold >= hi {
+            return bad(format!(
+                "priority_threshold {} ≥ the top of importance_range {hi}: no token could ever be written",
+                self.priority_threshold
+            ));
+        }
+        if self.salience_n_heads == 0 || self.fusion_n_heads == 0 || self.salience_min_duration == 0
+        {
+            return bad(
+                "salience_n_heads, fusion_n_heads and salience_min_duration must be ≥ 1".into(),
+            );
+        }
+        if self.n_anchors == 0 || !unit(self.drift_momentum) || self.drift_threshold < 0.0 {
+            return bad("n_anchors ≥ 1, drift_momentum in [0, 1), drift_threshold ≥ 0".into());
+        }
+        if !unit(self.salience_dropout) || !unit(self.fusion_dropout) {
+            return bad("dropouts must lie in [0, 1)".into());
+        }
+        for (name, w) in [
+            ("lm_weight", self.lm_weight),
+            ("salience_weighted_weight", self.salience_weighted_weight),
+            ("sparsity_weight", self.sparsity_weight),
+            ("memory_util_weight", self.memory_util_weight),
+            ("drift_reg_weight", self.drift_reg_weight),
+            ("drift_correction_strength", self.drift_correction_strength),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return bad(format!("{name} = {w} must be finite and ≥ 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.target_salience) {
+            return bad("target_salience must lie in [0, 1]".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the width-dependent constraints once the base model's hidden size is known.
+    pub fn validate_for_width(&self, hidden: usize) -> Result<()> {
+        for (name, h) in [
+            ("salience_n_heads", self.salience_n_heads),
+            ("fusion_n_heads", self.fusion_n_heads),
+        ] {
+            if hidden % h != 0 {
+                return Err(HippoError::Config {
+                    origin: "config".into(),
+                    message: format!(
+                        "{name} = {h} does not divide the base model's hidden size {hidden}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this config can leak future tokens into earlier logits.
+    pub fn is_leaky(&self) -> bool {
+        self.memory && self.query_mode == QueryMode::SequenceMean
+    }
+}

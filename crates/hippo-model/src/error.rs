@@ -1,0 +1,40 @@
+//! Errors of the composed model.
+
+/// What can go wrong building or running a HippoFormer.
+#[derive(Debug, thiserror::Error)]
+pub enum HippoError {
+    /// A configuration value is invalid.
+    #[error("invalid HippoFormer config ({origin}): {message}")]
+    Config {
+        /// The file or "config".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The base model failed.
+    #[error(transparent)]
+    Gemma(#[from] hippo_gemma::GemmaError),
+    /// The salience gate failed.
+    #[error(transparent)]
+    Salience(#[from] hippo_salience::SalienceError),
+    /// The memory failed.
+    #[error(transparent)]
+    Memory(#[from] hippo_memory::MemoryError),
+    /// The drift calibrator failed.
+    #[error(transparent)]
+    Drift(#[from] hippo_drift::DriftError),
+    /// A checkpoint could not be read or written, or does not fit the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Invalid input to a call.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, HippoError>;

@@ -1,0 +1,369 @@
+//! The composed HippoFormer: base hidden states → salience → drift → memory replay → fusion →
+//! tied LM head, over one segment of a batch of streams.
+//!
+//! The forward ([`HippoFormer::forward`]) only *reads* the memory state; [`HippoFormer::commit`]
+//! then writes the segment's salient tokens and ages the buffer. A stream's buffer therefore
+//! holds only earlier segments when a segment is read, and an evaluation that does not commit
+//! changes nothing.
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use hippo_drift::{DriftCalibrator, DriftCalibratorConfig, DriftOutput};
+use hippo_gemma::Gemma;
+use hippo_gemma::lora::{self, LoraSettings};
+use hippo_memory::{MemoryState, PriorityBuffer, PriorityBufferConfig, WriteOutcome};
+use hippo_salience::{SalienceGate, SalienceGateConfig, SalienceOutput};
+
+use crate::config::{HippoFormerConfig, QueryMode, SalienceMode};
+use crate::error::{HippoError, Result};
+use crate::fusion::OutputFusion;
+
+/// The composed model.
+#[derive(Module, Debug)]
+pub struct HippoFormer {
+    /// The base model (frozen; LoRA adapters if configured).
+    pub base: Gemma,
+    /// Salience gate.
+    pub gate: SalienceGate,
+    /// Drift calibrator.
+    pub drift: DriftCalibrator,
+    /// Priority memory (read-time projections; the state lives outside).
+    pub memory: PriorityBuffer,
+    /// Output fusion.
+    pub fusion: OutputFusion,
+    /// The configuration.
+    #[module(skip)]
+    pub config: HippoFormerConfig,
+}
+
+/// Salience of one segment, whatever its source.
+#[derive(Debug, Clone)]
+pub struct Salience {
+    /// `s_t ∈ [0, 1]` `[B, T]` (0 at padding).
+    pub salience: Tensor<2>,
+    /// `lo + s_t (hi − lo)` `[B, T]` (`lo` at padding).
+    pub importance: Tensor<2>,
+    /// The gate's full output when the learned gate ran.
+    pub gate: Option<SalienceOutput>,
+}
+
+/// Everything one segment's forward produced.
+#[derive(Debug, Clone)]
+pub struct SegmentOutput {
+    /// Logits `[B, T, V]`.
+    pub logits: Tensor<3>,
+    /// Base final hidden states `[B, T, D]`.
+    pub base_hidden: Tensor<3>,
+    /// Drift-corrected hidden states `[B, T, D]` (what memory stores and fusion starts from).
+    pub hidden: Tensor<3>,
+    /// Hidden states fed to the LM head `[B, T, D]`.
+    pub fused: Tensor<3>,
+    /// Salience and importance.
+    pub salience: Salience,
+    /// Drift output, when the calibrator ran.
+    pub drift: Option<DriftOutput>,
+    /// Real tokens `[B, T]`.
+    pub valid: Tensor<2, Bool>,
+}
+
+/// The loss terms of one segment, each a scalar `[1]`, and their weighted sum.
+#[derive(Debug, Clone)]
+pub struct LossTerms {
+    /// `Σ wᵢ · termᵢ`.
+    pub total: Tensor<1>,
+    /// Token-mean cross-entropy over targets ≠ −100.
+    pub lm: Tensor<1>,
+    /// Cross-entropy weighted by importance normalised to mean 1 over the scored tokens.
+    pub salience_weighted: Tensor<1>,
+    /// Mean binary entropy of salience over real tokens.
+    pub sparsity: Tensor<1>,
+    /// `(mean salience − target)²`.
+    pub memory_util: Tensor<1>,
+    /// `‖A − I‖² + ‖b‖²` (0 when drift is off).
+    pub drift_reg: Tensor<1>,
+    /// Number of scored tokens.
+    pub tokens: usize,
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl HippoFormer {
+    /// Composes a HippoFormer over `base`. The new modules are seeded with `config.seed`; with
+    /// fresh modules the logits equal the base model's exactly.
+    pub fn new(base: Gemma, config: HippoFormerConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let d = base.config().hidden_size;
+        config.validate_for_width(d)?;
+        let base = if config.use_lora {
+            lora::apply(
+                base,
+                &LoraSettings {
+                    rank: config.lora_r,
+                    alpha: config.lora_alpha,
+                    targets: config.lora_targets.clone(),
+                },
+            )?
+        } else if config.freeze_base {
+            base.freeze()
+        } else {
+            base
+        };
+        device.seed(config.seed);
+        let gate = SalienceGateConfig::new(d)
+            .with_n_heads(config.salience_n_heads)
+            .with_min_duration(config.salience_min_duration)
+            .with_threshold_init(config.salience_threshold_init)
+            .with_importance_range(config.importance_range)
+            .with_dropout(config.salience_dropout)
+            .try_init(device)?;
+        let drift = DriftCalibratorConfig::new(d)
+            .with_n_anchors(config.n_anchors)
+            .with_drift_threshold(config.drift_threshold)
+            .with_momentum(config.drift_momentum)
+            .with_correction_strength(config.drift_correction_strength)
+            .with_always_correct(config.drift_always_correct)
+            .try_init(device)?;
+        let memory = PriorityBufferConfig::new(d)
+            .with_capacity(config.buffer_size)
+            .with_decay_rate(config.decay_rate)
+            .with_max_replay_rounds(config.max_replay_rounds)
+            .with_priority_threshold(config.priority_threshold)
+            .with_temperature(config.soft_topk_temperature)
+            .try_init(device)?;
+        let fusion = OutputFusion::new(d, config.fusion_n_heads, config.fusion_dropout, device);
+        Ok(Self {
+            base,
+            gate,
+            drift,
+            memory,
+            fusion,
+            config,
+        })
+    }
+
+    /// An empty memory state for `batch` streams.
+    pub fn empty_state(&self, batch: usize, device: &Device) -> MemoryState {
+        self.memory.empty_state(batch, device)
+    }
+
+    fn salience_of(
+        &self,
+        hidden: &Tensor<3>,
+        ids: &Tensor<2, Int>,
+        valid: &Tensor<2, Bool>,
+    ) -> Salience {
+        let [lo, hi] = self.config.importance_range;
+        let device = hidden.device();
+        let from_values = |s: Tensor<2>| Salience {
+            importance: s.clone().mul_scalar(hi - lo).add_scalar(lo),
+            salience: s,
+            gate: None,
+        };
+        match self.config.salience {
+            SalienceMode::Learned => {
+                let out = self.gate.forward(hidden.clone(), valid.clone());
+                Salience {
+                    salience: out.salience.clone(),
+                    importance: out.importance.clone(),
+                    gate: Some(out),
+                }
+            }
+            SalienceMode::Off => from_values(valid.clone().float().mul_scalar(0.5)),
+            SalienceMode::Random => {
+                // u(seed, row, position, token id): deterministic, and a token's value depends on
+                // nothing after it.
+                let [b, t] = ids.dims();
+                let ids_host: Vec<i64> = ids
+                    .to_data()
+                    .convert::<i64>()
+                    .try_to_vec::<i64>()
+                    .unwrap_or_default();
+                let u: Vec<f32> = (0..b * t)
+                    .map(|i| {
+                        let id = ids_host.get(i).copied().unwrap_or(0) as u64;
+                        let z = splitmix(self.config.seed ^ splitmix((i as u64) << 32 ^ id));
+                        ((z >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+                    })
+                    .collect();
+                let s = Tensor::<2>::from_data(TensorData::new(u, [b, t]), &device)
+                    .mul(valid.clone().float());
+                from_values(s)
+            }
+        }
+    }
+
+    /// Reads a segment. `ids`, `valid`: `[B, T]` (right-padded); `state`: each stream's memory,
+    /// holding only earlier segments. Does not modify the state.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        valid: Tensor<2, Bool>,
+        state: &MemoryState,
+    ) -> Result<SegmentOutput> {
+        let [b, t] = ids.dims();
+        if valid.dims() != [b, t] {
+            return Err(HippoError::InvalidInput(format!(
+                "valid mask {:?} does not match ids [{b}, {t}]",
+                valid.dims()
+            )));
+        }
+        if state.batch_size() != b {
+            return Err(HippoError::InvalidInput(format!(
+                "memory state holds {} streams, the batch has {b}",
+                state.batch_size()
+            )));
+        }
+        let base_hidden = self.base.hidden_states(ids.clone(), None);
+        let salience = self.salience_of(&base_hidden, &ids, &valid);
+        let (hidden, drift) = if self.config.drift {
+            let out = self.drift.forward(base_hidden.clone(), valid.clone())?;
+            (out.corrected.clone(), Some(out))
+        } else {
+            (base_hidden.clone(), None)
+        };
+        let fused = if self.config.memory {
+            let query = match self.config.query_mode {
+                QueryMode::PerPosition => hidden.clone(),
+                QueryMode::SequenceMean => {
+                    let d = hidden.dims()[2];
+                    let w = valid.clone().float().reshape([b, t, 1]);
+                    let n = w.clone().sum_dim(1).clamp_min(1.0);
+                    let mean = hidden.clone().mul(w).sum_dim(1).div(n);
+                    mean.expand([b, t, d])
+                }
+            };
+            let m = self.memory.replay(query, state)?;
+            let present = state
+                .effective_priorities(self.config.decay_rate)
+                .greater_elem(self.config.priority_threshold)
+                .bool_and(state.valid.clone())
+                .float()
+                .sum_dim(1)
+                .greater_elem(0.0)
+                .float()
+                .reshape([b]);
+            if self.config.fusion {
+                self.fusion.forward(hidden.clone(), m, present)
+            } else {
+                self.fusion.forward_direct(hidden.clone(), m, present)
+            }
+        } else {
+            hidden.clone()
+        };
+        let logits = self.base.lm_head(fused.clone());
+        Ok(SegmentOutput {
+            logits,
+            base_hidden,
+            hidden,
+            fused,
+            salience,
+            drift,
+            valid,
+        })
+    }
+
+    /// Writes a read segment's salient tokens into each stream's buffer and ages it by one
+    /// segment. With memory off this returns the state unchanged.
+    pub fn commit(
+        &self,
+        state: MemoryState,
+        segment: &SegmentOutput,
+    ) -> Result<(MemoryState, Option<WriteOutcome>)> {
+        if !self.config.memory {
+            return Ok((state, None));
+        }
+        let (state, outcome) = self.memory.write(
+            state,
+            segment.hidden.clone().detach(),
+            segment.salience.importance.clone().detach(),
+            segment.valid.clone(),
+        )?;
+        Ok((self.memory.age(state), Some(outcome)))
+    }
+
+    /// Reads then commits: the streaming step.
+    pub fn step(
+        &self,
+        ids: Tensor<2, Int>,
+        valid: Tensor<2, Bool>,
+        state: MemoryState,
+    ) -> Result<(SegmentOutput, MemoryState)> {
+        let out = self.forward(ids, valid, &state)?;
+        let (state, _) = self.commit(state, &out)?;
+        Ok((out, state))
+    }
+
+    /// Loss terms of a segment. `targets`: `[B, T]` next-token ids, −100 where there is none;
+    /// pads must carry −100.
+    pub fn loss(&self, out: &SegmentOutput, targets: Tensor<2, Int>) -> LossTerms {
+        let c = &self.config;
+        let [b, t, v] = out.logits.dims();
+        let device = out.logits.device();
+        let scored = targets
+            .clone()
+            .not_equal_elem(-100)
+            .bool_and(out.valid.clone());
+        let mask = scored.clone().float();
+        let safe = targets.mask_fill(scored.bool_not(), 0).reshape([b * t, 1]);
+        let nll = log_softmax(out.logits.clone().reshape([b * t, v]), 1)
+            .gather(1, safe)
+            .reshape([b, t])
+            .neg();
+        let n = mask.clone().sum().clamp_min(1.0);
+        let tokens = mask.clone().sum().into_scalar::<f32>().max(0.0) as usize;
+        let lm = nll.clone().mul(mask.clone()).sum().div(n.clone());
+        let w = out.salience.importance.clone().mul(mask.clone());
+        let mean_w = w
+            .clone()
+            .sum()
+            .div(n.clone())
+            .clamp_min(1e-12)
+            .reshape([1, 1]);
+        let w = w.div(mean_w);
+        let salience_weighted = nll.mul(w).mul(mask).sum().div(n);
+
+        let real = out.valid.clone().float();
+        let n_real = real.clone().sum().clamp_min(1.0);
+        let s = out.salience.salience.clone().clamp(1e-6, 1.0 - 1e-6);
+        let entropy = s
+            .clone()
+            .mul(s.clone().log())
+            .add(
+                s.clone()
+                    .neg()
+                    .add_scalar(1.0)
+                    .mul(s.clone().neg().add_scalar(1.0).log()),
+            )
+            .neg();
+        let sparsity = entropy.mul(real.clone()).sum().div(n_real.clone());
+        let mean_s = s.mul(real).sum().div(n_real);
+        let memory_util = mean_s.sub_scalar(c.target_salience).powi_scalar(2);
+        let drift_reg = if c.drift {
+            self.drift.regularizer()
+        } else {
+            Tensor::zeros([1], &device)
+        };
+        let total = lm.clone().mul_scalar(c.lm_weight)
+            + salience_weighted
+                .clone()
+                .mul_scalar(c.salience_weighted_weight)
+            + sparsity.clone().mul_scalar(c.sparsity_weight)
+            + memory_util.clone().mul_scalar(c.memory_util_weight)
+            + drift_reg.clone().mul_scalar(c.drift_reg_weight);
+        LossTerms {
+            total,
+            lm,
+            salience_weighted,
+            sparsity,
+            memory_util,
+            drift_reg,
+            tokens,
+        }
+    }
+}
