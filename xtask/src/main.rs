@@ -7,6 +7,7 @@
 //! Exit codes: 0 success, 1 failure, 2 bad input (usage, missing or malformed files).
 
 mod assets;
+mod audit;
 mod bench;
 mod device;
 mod score;
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fetch the test assets, then run the whole test suite (release mode).
     Test(test::TestArgs),
+    /// Check that logits at t never depend on later tokens, for a config and its ablations.
+    AuditCausality(audit::AuditArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test::run(args),
+        Command::AuditCausality(args) => audit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

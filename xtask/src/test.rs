@@ -20,7 +20,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["test", "--release"]);
-    if !args.cargo_args.iter().any(|a| a == "-p" || a.starts_with("--package")) {
+    if !args
+        .cargo_args
+        .iter()
+        .any(|a| a == "-p" || a.starts_with("--package"))
+    {
         cmd.arg("--workspace");
     }
     cmd.args(&args.cargo_args).env("HIPPO_HOME", &home);
