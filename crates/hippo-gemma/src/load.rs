@@ -52,8 +52,13 @@ pub fn hf_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
-/// Resolves a model argument offline.
+/// Resolves a model argument offline (a path, or a repo id in [`hf_cache_dir`]).
 pub fn resolve(arg: &str) -> Result<ModelLocation> {
+    resolve_in(arg, hf_cache_dir())
+}
+
+/// [`resolve`] with an explicit Hugging Face cache dir.
+pub fn resolve_in(arg: &str, cache: Option<PathBuf>) -> Result<ModelLocation> {
     let path = Path::new(arg);
     if path.is_file() {
         return if path.extension().is_some_and(|e| e == "gguf") {
@@ -88,7 +93,6 @@ pub fn resolve(arg: &str) -> Result<ModelLocation> {
             ))),
         };
     }
-    let cache = hf_cache_dir();
     if arg.split('/').count() == 2
         && let Some(cache_dir) = &cache
     {

@@ -394,3 +394,24 @@ fn rolling_window_scoring_agrees_with_one_window_on_short_text() {
             .any(|(a, b)| (a - b).abs() > 1e-3)
     );
 }
+
+#[test]
+fn repo_ids_resolve_from_the_hugging_face_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("models--acme--tiny-gemma");
+    let snap = repo.join("snapshots/0123abc");
+    copy_dir(&fixtures().join("tiny-gemma1"), &snap);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
+    let loc =
+        hippo_gemma::load::resolve_in("acme/tiny-gemma", Some(tmp.path().to_path_buf())).unwrap();
+    assert_eq!(loc, hippo_gemma::ModelLocation::HfDir(snap.clone()));
+    let model = hippo_gemma::load_from(&loc, &device()).unwrap();
+    assert_eq!(model.config().family, GemmaFamily::Gemma1);
+    let e =
+        hippo_gemma::load::resolve_in("acme/other", Some(tmp.path().to_path_buf())).unwrap_err();
+    assert!(
+        e.to_string().contains(tmp.path().to_str().unwrap()),
+        "names where it looked: {e}"
+    );
+}
