@@ -31,6 +31,7 @@ pub fn parse(name: &str) -> Result<Device> {
             Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
             None => burn::tensor::DeviceKind::DefaultDevice,
         })),
+        #[allow(unreachable_patterns)] // the kinds compiled in matched above
         "cuda" | "vulkan" | "ndarray" => {
             let _ = index;
             bail!("device `{name}` needs xtask built with `--features {kind}`")

@@ -9,9 +9,11 @@
 mod assets;
 mod audit;
 mod bench;
+mod demo;
 mod device;
 mod score;
 mod test;
+mod train;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,10 @@ enum Command {
     Score(score::ScoreArgs),
     /// Throughput benchmarks (matmul rate, Gemma forward and decode).
     Bench(bench::BenchArgs),
+    /// The main job: real Gemma-3-270M + real text; train briefly, evaluate base vs HippoFormer.
+    Demo(demo::DemoArgs),
+    /// Train HippoFormer on document streams (resumable).
+    Train(train::TrainArgs),
     /// Fetch the test assets, then run the whole test suite (release mode).
     Test(test::TestArgs),
     /// Check that logits at t never depend on later tokens, for a config and its ablations.
@@ -103,6 +109,8 @@ fn main() -> ExitCode {
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::AuditCausality(args) => audit::run(args),
     };
     match result {

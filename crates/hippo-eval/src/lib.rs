@@ -163,8 +163,9 @@ pub fn evaluate(
         Scorer::Base(_) => None,
     };
     let mut per_doc = vec![(0f64, 0usize); corpus.docs.len()];
-    let (mut by_seg, mut by_pos): (Vec<(f64, usize)>, Vec<(f64, usize)>) =
-        (Vec::new(), vec![(0.0, 0); opts.seq_len]);
+    // (Σ NLL, count) per segment index and per position.
+    let mut by_seg: Vec<(f64, usize)> = Vec::new();
+    let mut by_pos: Vec<(f64, usize)> = vec![(0.0, 0); opts.seq_len];
     for batch in batcher {
         let (ids, valid) = ids_tensor(&batch, device);
         let logits = match scorer {

@@ -221,7 +221,7 @@ impl HippoFormerConfig {
             }
         }
         let [lo, hi] = self.importance_range;
-        if !(lo < hi) {
+        if lo.is_nan() || hi.is_nan() || lo >= hi {
             return bad(format!("importance_range [{lo}, {hi}] needs lo < hi"));
         }
         if self.buffer_size == 0 {
@@ -278,7 +278,7 @@ impl HippoFormerConfig {
             ("salience_n_heads", self.salience_n_heads),
             ("fusion_n_heads", self.fusion_n_heads),
         ] {
-            if hidden % h != 0 {
+            if !hidden.is_multiple_of(h) {
                 return Err(HippoError::Config {
                     origin: "config".into(),
                     message: format!(

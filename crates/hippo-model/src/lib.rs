@@ -11,6 +11,7 @@
 //!   fusion opening tanh(0) = 0).
 
 pub mod audit;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fusion;

@@ -1,0 +1,805 @@
+//! The training loop: AdamW over the HippoFormer's trainable part, per-stream memory carried
+//! across segments, periodic validation, atomic resumable checkpoints.
+//!
+//! # Why not burn-train's `Learner`
+//!
+//! `Learner`/`SupervisedTraining` calls a stateless `TrainStep::step(&self, batch)` per batch.
+//! HippoFormer's batches are *consecutive segments of B document streams*: each row's memory
+//! buffer ([`MemoryState`]) must be carried from one batch to the next, reset per row at
+//! document boundaries, and saved with the checkpoint so a resumed run is exact. `Learner` has
+//! no place for state that lives between steps outside the module (and a checkpoint of it), so
+//! the loop is written by hand with Burn's optimizer API.
+//!
+//! # One optimizer step
+//!
+//! 1. The device RNG (dropout) is reseeded from `(seed, step)`, so every step's randomness is a
+//!    function of the step alone and needs no saving.
+//! 2. `grad_accum` micro-batches: reset the rows flagged `reset` (new document or padding),
+//!    `forward` (reads memory), loss, `backward`, accumulate the gradients
+//!    ([`GradientsAccumulator`]), then `commit` (writes the segment into memory). The state is
+//!    detached after every commit: no backpropagation through time across segments.
+//! 3. Gradients are averaged over the micro-batches and clipped to one **global** norm over all
+//!    trainable parameters ([`clip`]; Burn's built-in clipping is per parameter).
+//! 4. One [`ModuleOptimizer`] (AdamW, decoupled weight decay) steps with per-group learning
+//!    rates: Burn 0.22's [`ModuleLrScheduler::with_group`] gives the LoRA factors
+//!    (`….lora.a|b`) `lora_lr_mult ×` the rate of everything else — one optimizer, one record,
+//!    no second optimizer over a disjoint group to keep in sync. Frozen base weights have no
+//!    gradient ([`GradientsParams`] only holds parameters that require one), so they never
+//!    enter the optimizer or its state.
+//! 5. The rate follows [`schedule::lr_at`]: linear warmup, then linear or cosine decay.
+//!
+//! # Checkpoints and resume
+//!
+//! Every `checkpoint_every` steps and at the end, `<output>/checkpoints/step-NNNNNNNN/` is
+//! written atomically ([`state::write_atomic`]) and only the newest `keep_last` are kept. It
+//! holds the model's trainable part ([`hippo_model::checkpoint`]: gate, drift incl. anchors and
+//! running statistics, memory projections, fusion, LoRA factors, config, base fingerprint), the
+//! optimizer record (Burn's `OptimizerRecord`, keyed by `ParamId`, which the model record
+//! preserves), the per-stream **memory state** (so a resumed run continues mid-document exactly
+//! as an uninterrupted one would), the batcher's position ([`BatcherState`]), the step, the seed,
+//! token count and time. With `resume`, training continues from the newest checkpoint and ends
+//! with weights bit-identical to an uninterrupted run with the same options (on the same
+//! device and thread count).
+//!
+//! # Failure
+//!
+//! A non-finite loss or gradient norm stops training with [`TrainError::NonFinite`] before the
+//! update is applied; the checkpoints already written stay as they are. A failed checkpoint
+//! write is an error and leaves the previous checkpoints intact.
+//!
+//! # Output
+//!
+//! `<output>/config.toml` (the effective config), `<output>/metrics.jsonl` (one [`StepMetrics`]
+//! per step; on resume, lines past the resumed step are dropped), `tracing` lines, and a progress
+//! bar when stderr is a terminal.
+
+pub mod clip;
+pub mod metrics;
+pub mod schedule;
+pub mod state;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{Module, ParamGroup};
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use hippo_gemma::Gemma;
+use hippo_memory::MemoryState;
+use hippo_model::checkpoint::{self, BaseRef};
+use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{
+    BatcherConfig, BatcherState, DataError, SegmentBatch, StreamBatcher, TokenizedCorpus,
+};
+pub use metrics::{MetricsWriter, StepMetrics};
+pub use schedule::Schedule;
+use state::TrainerState;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Invalid options.
+    #[error("invalid training options: {0}")]
+    Options(String),
+    /// The data layer failed (corpus, batcher, bad batcher state on resume).
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model failed (config, forward, model checkpoint).
+    #[error(transparent)]
+    Model(#[from] HippoError),
+    /// A file could not be read or written.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A training checkpoint could not be written or read.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The loss or the gradient norm became NaN or infinite.
+    #[error(
+        "{what} is {value} at step {step}: training stopped before applying the update; the \
+         last checkpoint ({}) is intact — lower the learning rate or check the data",
+        last_checkpoint.as_ref().map_or_else(|| "none written".to_string(), |p| p.display().to_string())
+    )]
+    NonFinite {
+        /// The optimizer step (0-based) being computed.
+        step: usize,
+        /// `loss` or `gradient norm`.
+        what: &'static str,
+        /// The value.
+        value: f64,
+        /// The newest checkpoint on disk.
+        last_checkpoint: Option<PathBuf>,
+    },
+}
+
+/// Result of training functions.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Options of a training run (the model's own knobs are in [`HippoFormerConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Tokens per segment.
+    pub seq_len: usize,
+    /// Streams (rows) per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Stop after this many optimizer steps (with `epochs = None`: stream endlessly until then).
+    pub max_steps: Option<usize>,
+    /// Passes over the training corpus (default 1 when `max_steps` is `None`).
+    pub epochs: Option<usize>,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Multiplier of the LoRA factors' learning rate.
+    pub lora_lr_mult: f64,
+    /// Fraction of the steps spent warming up linearly.
+    pub warmup_ratio: f64,
+    /// Decay after the warmup.
+    pub schedule: Schedule,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm bound (`None`: no clipping).
+    pub clip_norm: Option<f64>,
+    /// Write a checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Keep the newest K checkpoints (0: all).
+    pub keep_last: usize,
+    /// Validate every N steps (0: only at the end); needs a validation corpus.
+    pub valid_every: usize,
+    /// Validation batches per validation.
+    pub valid_batches: usize,
+    /// Seed of shuffling and dropout (module initialisation uses the config's `seed`).
+    pub seed: u64,
+    /// Where checkpoints, `config.toml` and `metrics.jsonl` go.
+    pub output_dir: PathBuf,
+    /// Continue from the newest checkpoint in `output_dir` (a fresh start if there is none).
+    pub resume: bool,
+    /// Log a plain line every N steps when stderr is not a terminal.
+    pub log_every: usize,
+    /// Stop this invocation once this many steps are done (writing a checkpoint there) without
+    /// changing the schedule, as if interrupted; a later `resume` run continues.
+    pub stop_at_step: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            seq_len: 512,
+            batch_size: 4,
+            grad_accum: 1,
+            max_steps: None,
+            epochs: None,
+            lr: 1e-4,
+            lora_lr_mult: 0.1,
+            warmup_ratio: 0.1,
+            schedule: Schedule::Linear,
+            weight_decay: 0.01,
+            clip_norm: Some(1.0),
+            checkpoint_every: 500,
+            keep_last: 3,
+            valid_every: 500,
+            valid_batches: 50,
+            seed: 0,
+            output_dir: PathBuf::from("runs/train"),
+            resume: false,
+            log_every: 10,
+            stop_at_step: None,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Options(m));
+        if self.seq_len == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("seq_len, batch_size and grad_accum must be ≥ 1".into());
+        }
+        if self.max_steps == Some(0) || self.epochs == Some(0) {
+            return bad("max_steps and epochs must be ≥ 1 when given".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr = {} must be finite and > 0", self.lr));
+        }
+        if !(self.lora_lr_mult.is_finite() && self.lora_lr_mult >= 0.0) {
+            return bad(format!("lora_lr_mult = {} must be ≥ 0", self.lora_lr_mult));
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad(format!(
+                "warmup_ratio = {} must lie in [0, 1)",
+                self.warmup_ratio
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay = {} must be ≥ 0", self.weight_decay));
+        }
+        if self.clip_norm.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return bad("clip_norm must be finite and > 0 when given".into());
+        }
+        Ok(())
+    }
+
+    fn batcher_config(&self) -> BatcherConfig {
+        let epochs = match (self.epochs, self.max_steps) {
+            (Some(e), _) => Some(e),
+            (None, Some(_)) => None,
+            (None, None) => Some(1),
+        };
+        BatcherConfig::new(self.seq_len, self.batch_size)
+            .with_shuffle(self.seed)
+            .with_epochs(epochs)
+    }
+}
+
+/// One validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValidPoint {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Token-mean LM cross-entropy (nats).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub ppl: f64,
+    /// Tokens scored.
+    pub tokens: usize,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimizer steps taken in total (including those before a resume).
+    pub steps: usize,
+    /// The step the run resumed from, if it did.
+    pub resumed_from: Option<usize>,
+    /// Real input tokens trained on, in total.
+    pub tokens: u64,
+    /// Training wall time, seconds (validation and checkpoints excluded), in total.
+    pub train_seconds: f64,
+    /// `tokens / train_seconds`.
+    pub tokens_per_sec: f64,
+    /// `(step, total loss)` of this run's steps.
+    pub train_loss: Vec<(usize, f64)>,
+    /// `(step, LM loss)` of this run's steps.
+    pub train_lm: Vec<(usize, f64)>,
+    /// This run's validations.
+    pub valid: Vec<ValidPoint>,
+    /// The checkpoint written last.
+    pub final_checkpoint: Option<PathBuf>,
+}
+
+/// The learning rates of one step: `lr` for every parameter, `lr · lora_mult` for the LoRA
+/// factors.
+pub fn learning_rates(lr: f64, lora_mult: f64, lora: &ParamGroup) -> ModuleLearningRate {
+    ModuleLrScheduler::new(lr)
+        .with_group(lora.clone(), lr * lora_mult)
+        .step()
+}
+
+/// The optimizer: AdamW (β = 0.9, 0.999, ε = 1e-8) with decoupled weight decay.
+pub fn optimizer(weight_decay: f64) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(weight_decay as f32)
+        .init()
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn io(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Tensors of one batch on `device`: ids `[B, L]`, valid `[B, L]`, targets `[B, L]`.
+fn batch_tensors(
+    batch: &SegmentBatch,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Bool>, Tensor<2, Int>) {
+    let (b, l) = (batch.batch_size(), batch.seq_len());
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.input_ids_flat(), [b, l]), device);
+    let valid: Vec<bool> = batch.valid.iter().flatten().copied().collect();
+    let valid = Tensor::<2, Bool>::from_data(TensorData::new(valid, [b, l]), device);
+    let targets =
+        Tensor::<2, Int>::from_data(TensorData::new(batch.targets_flat(), [b, l]), device);
+    (ids, valid, targets)
+}
+
+fn reset_rows(state: MemoryState, batch: &SegmentBatch) -> Result<MemoryState> {
+    let rows: Vec<usize> = (0..batch.batch_size())
+        .filter(|&r| batch.reset[r])
+        .collect();
+    if rows.is_empty() {
+        return Ok(state);
+    }
+    state
+        .reset_row_indices(&rows)
+        .map_err(|e| TrainError::Model(e.into()))
+}
+
+fn detach(state: MemoryState) -> MemoryState {
+    MemoryState {
+        states: state.states.detach(),
+        priorities: state.priorities.detach(),
+        ages: state.ages.detach(),
+        valid: state.valid,
+        accepted_writes: state.accepted_writes,
+    }
+}
+
+fn host_f64(t: Tensor<1>) -> f64 {
+    t.to_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// Mean salience and fraction above 0.5 over real tokens.
+fn salience_summary(salience: &Tensor<2>, valid: &Tensor<2, Bool>) -> (f64, f64, usize) {
+    let s: Vec<f64> = salience.to_data().iter::<f64>().collect();
+    let v: Vec<bool> = valid.to_data().iter::<bool>().collect();
+    let real: Vec<f64> = s
+        .iter()
+        .zip(&v)
+        .filter(|(_, v)| **v)
+        .map(|(s, _)| *s)
+        .collect();
+    let n = real.len();
+    if n == 0 {
+        return (0.0, 0.0, 0);
+    }
+    let mean = real.iter().sum::<f64>() / n as f64;
+    let tagged = real.iter().filter(|x| **x > 0.5).count() as f64 / n as f64;
+    (mean, tagged, n)
+}
+
+/// Validation: LM loss and perplexity over the first `valid_batches` batches of `corpus`
+/// streamed in order (no shuffle, every document of ≥ 2 tokens), with memory carried per stream
+/// and committed as in training, on a read-only copy of the model (no autodiff, no dropout, no
+/// running-statistics update). Every validation reads the same batches, so values are
+/// comparable across steps.
+pub fn validate(
+    model: &HippoFormer,
+    corpus: Arc<TokenizedCorpus>,
+    seq_len: usize,
+    batch_size: usize,
+    valid_batches: usize,
+) -> Result<ValidPoint> {
+    let m = model.valid();
+    let device = m.drift.b.val().device();
+    let cfg = BatcherConfig::new(seq_len, batch_size)
+        .with_min_tokens(2)
+        .with_epochs(Some(1));
+    let batcher = StreamBatcher::new(corpus, cfg)?;
+    let mut state = m.empty_state(batch_size, &device);
+    let (mut nll, mut tokens) = (0.0f64, 0usize);
+    for batch in batcher.take(valid_batches.max(1)) {
+        state = reset_rows(state, &batch)?;
+        let (ids, valid, targets) = batch_tensors(&batch, &device);
+        let out = m.forward(ids, valid, &state)?;
+        let terms = m.loss(&out, targets);
+        nll += host_f64(terms.lm) * terms.tokens as f64;
+        tokens += terms.tokens;
+        state = m.commit(state, &out)?.0;
+    }
+    let loss = if tokens > 0 {
+        nll / tokens as f64
+    } else {
+        f64::NAN
+    };
+    Ok(ValidPoint {
+        step: 0,
+        loss,
+        ppl: loss.exp(),
+        tokens,
+    })
+}
+
+/// Micro-batch statistics summed over a step.
+#[derive(Default)]
+struct StepSums {
+    loss: f64,
+    lm: f64,
+    salience_weighted: f64,
+    sparsity: f64,
+    memory_util: f64,
+    drift_reg: f64,
+    salience: f64,
+    tagged: f64,
+    drift: f64,
+    micro: usize,
+    tokens: u64,
+    targets: usize,
+}
+
+/// Trains and returns the trained model with the summary (see the [module docs](self)).
+///
+/// `base` is the frozen base model, loaded from `base_path` (file or directory; its fingerprint
+/// goes into every checkpoint) on `device` or its autodiff twin. `config` is the effective model
+/// config (saved with every checkpoint).
+pub fn train_model(
+    base: Gemma,
+    base_path: &Path,
+    config: HippoFormerConfig,
+    train_corpus: Arc<TokenizedCorpus>,
+    valid_corpus: Option<Arc<TokenizedCorpus>>,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<(HippoFormer, TrainSummary)> {
+    opts.validate()?;
+    config.validate()?;
+    let ad = if device.is_autodiff() {
+        device.clone()
+    } else {
+        device.clone().autodiff()
+    };
+    let out_dir = opts.output_dir.clone();
+    std::fs::create_dir_all(&out_dir).map_err(|e| io(&out_dir, e))?;
+    let ckpt_root = out_dir.join("checkpoints");
+    let base_ref = BaseRef::of(base_path)?;
+
+    let mut batcher = StreamBatcher::new(train_corpus, opts.batcher_config())?;
+    let total_steps = match opts.max_steps {
+        Some(m) if opts.epochs.is_none() => m,
+        max => {
+            let batches = batcher.clone().count();
+            let per_data = batches.div_ceil(opts.grad_accum).max(1);
+            max.map_or(per_data, |m| m.min(per_data))
+        }
+    };
+
+    // Module initialisation is seeded by the config (LoRA factors are drawn inside `new`).
+    ad.seed(config.seed);
+    let base = base.train().to_device(&ad);
+    let mut model = HippoFormer::new(base, config, &ad)?;
+    let mut optim = optimizer(opts.weight_decay);
+    let lora = checkpoint::lora_group()?;
+    let b = opts.batch_size;
+    let mut mem = model.empty_state(b, &ad);
+    let mut step = 0usize;
+    let mut tokens_total = 0u64;
+    let mut train_seconds = 0.0f64;
+    let mut resumed_from = None;
+    let mut last_checkpoint: Option<PathBuf> = None;
+
+    if opts.resume
+        && let Some((s, dir)) = state::latest_checkpoint(&ckpt_root)?
+    {
+        let ts = state::read_trainer_state(&dir)?;
+        if ts.seed != opts.seed || ts.grad_accum != opts.grad_accum {
+            return Err(TrainError::Options(format!(
+                "cannot resume from {}: it was trained with seed {} and grad_accum {}, these \
+                 options say {} and {}",
+                dir.display(),
+                ts.seed,
+                ts.grad_accum,
+                opts.seed,
+                opts.grad_accum
+            )));
+        }
+        if ts.total_steps != total_steps {
+            tracing::warn!(
+                saved = ts.total_steps,
+                now = total_steps,
+                "the schedule length changed on resume; the learning rates will differ from \
+                 the original run's"
+            );
+        }
+        let (m, _) = checkpoint::load_into(model, &dir, &base_ref)?;
+        model = m;
+        let opt_file = dir.join(state::OPTIMIZER_FILE);
+        let record =
+            burn::optim::OptimizerRecord::load(&opt_file).map_err(|e| TrainError::Checkpoint {
+                path: opt_file.clone(),
+                message: e.to_string(),
+            })?;
+        optim = optim.load_record(record);
+        let d = model.base.config().hidden_size;
+        mem = state::load_memory(
+            &dir.join(state::MEMORY_FILE),
+            [b, model.config.buffer_size, d],
+            &ad,
+        )?;
+        batcher.restore(&ts.batcher)?;
+        step = ts.step;
+        tokens_total = ts.tokens;
+        train_seconds = ts.train_seconds;
+        resumed_from = Some(s);
+        last_checkpoint = Some(dir.clone());
+        tracing::info!(step, checkpoint = %dir.display(), "resumed");
+    }
+
+    std::fs::write(out_dir.join("config.toml"), model.config.to_toml())
+        .map_err(|e| io(&out_dir.join("config.toml"), e))?;
+    let mut metrics = MetricsWriter::open(&out_dir.join("metrics.jsonl"), resumed_from)?;
+    let mut calibrated = !model.config.drift || model.drift.anchor_count() > 0;
+
+    let bar = (std::io::stderr().is_terminal() && step < total_steps).then(|| {
+        let pb = indicatif::ProgressBar::new(total_steps as u64);
+        pb.set_position(step as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+        ) {
+            pb.set_style(style);
+        }
+        pb
+    });
+
+    let mut summary = TrainSummary {
+        steps: step,
+        resumed_from,
+        tokens: tokens_total,
+        train_seconds,
+        tokens_per_sec: 0.0,
+        train_loss: Vec::new(),
+        train_lm: Vec::new(),
+        valid: Vec::new(),
+        final_checkpoint: None,
+    };
+    let mut checkpointed_at = resumed_from;
+    let save = |model: &HippoFormer,
+                optim: &ModuleOptimizer,
+                mem: &MemoryState,
+                bstate: BatcherState,
+                step: usize,
+                tokens: u64,
+                secs: f64|
+     -> Result<PathBuf> {
+        state::write_atomic(&ckpt_root, step, opts.keep_last, |dir| {
+            checkpoint::save(model, dir, step as u64, &base_ref)?;
+            let p = dir.join(state::OPTIMIZER_FILE);
+            optim
+                .to_record()
+                .save(&p)
+                .map_err(|e| TrainError::Checkpoint {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+            state::save_memory(mem, &dir.join(state::MEMORY_FILE))?;
+            state::write_trainer_state(
+                dir,
+                &TrainerState {
+                    format: state::TRAINER_FORMAT,
+                    step,
+                    total_steps,
+                    seed: opts.seed,
+                    grad_accum: opts.grad_accum,
+                    batcher: bstate,
+                    tokens,
+                    train_seconds: secs,
+                },
+            )
+        })
+    };
+
+    while step < total_steps && opts.stop_at_step.is_none_or(|s| step < s) {
+        let started = Instant::now();
+        ad.seed(splitmix(opts.seed ^ splitmix(step as u64)));
+        let lr = schedule::lr_at(opts.schedule, opts.lr, opts.warmup_ratio, step, total_steps);
+        let mut accum = GradientsAccumulator::<HippoFormer>::new();
+        let mut sums = StepSums::default();
+        while sums.micro < opts.grad_accum {
+            let Some(batch) = batcher.next() else { break };
+            mem = reset_rows(mem, &batch)?;
+            let (ids, valid, targets) = batch_tensors(&batch, &ad);
+            if !calibrated {
+                let h = model.base.hidden_states(ids.clone(), None).detach();
+                model
+                    .drift
+                    .calibrate(h, valid.clone())
+                    .map_err(|e| TrainError::Model(e.into()))?;
+                calibrated = model.drift.anchor_count() > 0;
+            }
+            let out = model.forward(ids, valid, &mem)?;
+            let terms = model.loss(&out, targets);
+            let parts = Tensor::cat(
+                vec![
+                    terms.total.clone(),
+                    terms.lm.clone(),
+                    terms.salience_weighted.clone(),
+                    terms.sparsity.clone(),
+                    terms.memory_util.clone(),
+                    terms.drift_reg.clone(),
+                ],
+                0,
+            );
+            let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
+            let total = v.first().copied().unwrap_or(f64::NAN);
+            if !total.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    what: "loss",
+                    value: total,
+                    last_checkpoint,
+                });
+            }
+            let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+            accum.accumulate(&model, grads);
+            let (ms, tr, _) = salience_summary(&out.salience.salience, &out.valid);
+            let md = out
+                .drift
+                .as_ref()
+                .map_or(0.0, |d| model.drift.stats(d, &out.valid).mean_drift);
+            sums.loss += total;
+            sums.lm += v.get(1).copied().unwrap_or(0.0);
+            sums.salience_weighted += v.get(2).copied().unwrap_or(0.0);
+            sums.sparsity += v.get(3).copied().unwrap_or(0.0);
+            sums.memory_util += v.get(4).copied().unwrap_or(0.0);
+            sums.drift_reg += v.get(5).copied().unwrap_or(0.0);
+            sums.salience += ms;
+            sums.tagged += tr;
+            sums.drift += md;
+            sums.tokens += batch.num_valid() as u64;
+            sums.targets += terms.tokens;
+            mem = detach(model.commit(mem, &out)?.0);
+            sums.micro += 1;
+        }
+        if sums.micro == 0 {
+            tracing::info!(step, "the training data is exhausted");
+            break;
+        }
+        let n = sums.micro as f64;
+        let (grads, grad_norm) =
+            clip::scale_and_clip(&model, accum.grads(), 1.0 / n, opts.clip_norm);
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                what: "gradient norm",
+                value: grad_norm,
+                last_checkpoint,
+            });
+        }
+        model = optim.step(learning_rates(lr, opts.lora_lr_mult, &lora), model, grads);
+        step += 1;
+        let secs = started.elapsed().as_secs_f64();
+        train_seconds += secs;
+        tokens_total += sums.tokens;
+
+        let mut valid_point = None;
+        if let Some(vc) = &valid_corpus {
+            let due = (opts.valid_every > 0 && step.is_multiple_of(opts.valid_every))
+                || step == total_steps;
+            if due {
+                let mut p = validate(
+                    &model,
+                    vc.clone(),
+                    opts.seq_len,
+                    opts.batch_size,
+                    opts.valid_batches,
+                )?;
+                p.step = step;
+                tracing::info!(step, valid_loss = p.loss, valid_ppl = p.ppl, "validation");
+                summary.valid.push(p);
+                valid_point = Some(p);
+            }
+        }
+        let m = StepMetrics {
+            step,
+            epoch: batcher.epoch(),
+            loss: sums.loss / n,
+            lm: sums.lm / n,
+            salience_weighted: sums.salience_weighted / n,
+            sparsity: sums.sparsity / n,
+            memory_util: sums.memory_util / n,
+            drift_reg: sums.drift_reg / n,
+            mean_salience: sums.salience / n,
+            tagged_ratio: sums.tagged / n,
+            buffer_util: model.memory.stats(&mem).utilisation,
+            mean_drift: sums.drift / n,
+            grad_norm,
+            lr,
+            lora_lr: lr * opts.lora_lr_mult,
+            tokens: sums.tokens,
+            targets: sums.targets,
+            tokens_per_sec: sums.tokens as f64 / secs.max(1e-9),
+            step_seconds: secs,
+            valid_loss: valid_point.map(|p| p.loss),
+            valid_ppl: valid_point.map(|p| p.ppl),
+        };
+        metrics.write(&m)?;
+        summary.train_loss.push((step, m.loss));
+        summary.train_lm.push((step, m.lm));
+        match &bar {
+            Some(pb) => {
+                pb.set_position(step as u64);
+                pb.set_message(format!(
+                    "loss {:.4} lm {:.4} lr {:.2e} {:.0} tok/s",
+                    m.loss, m.lm, lr, m.tokens_per_sec
+                ));
+            }
+            None => {
+                if step == 1 || step == total_steps || step.is_multiple_of(opts.log_every.max(1)) {
+                    tracing::info!(
+                        step,
+                        total_steps,
+                        loss = m.loss,
+                        lm = m.lm,
+                        lr,
+                        grad_norm,
+                        tokens_per_sec = m.tokens_per_sec,
+                        "train"
+                    );
+                }
+            }
+        }
+        if opts.checkpoint_every > 0 && step.is_multiple_of(opts.checkpoint_every) {
+            let p = save(
+                &model,
+                &optim,
+                &mem,
+                batcher.state(),
+                step,
+                tokens_total,
+                train_seconds,
+            )?;
+            last_checkpoint = Some(p);
+            checkpointed_at = Some(step);
+        }
+    }
+    if checkpointed_at != Some(step) {
+        last_checkpoint = Some(save(
+            &model,
+            &optim,
+            &mem,
+            batcher.state(),
+            step,
+            tokens_total,
+            train_seconds,
+        )?);
+    }
+    if let Some(pb) = bar {
+        pb.finish();
+    }
+    summary.steps = step;
+    summary.tokens = tokens_total;
+    summary.train_seconds = train_seconds;
+    summary.tokens_per_sec = tokens_total as f64 / train_seconds.max(1e-9);
+    summary.final_checkpoint = last_checkpoint;
+    tracing::info!(
+        steps = step,
+        tokens = tokens_total,
+        tokens_per_sec = summary.tokens_per_sec,
+        checkpoint = ?summary.final_checkpoint,
+        "training done"
+    );
+    Ok((model, summary))
+}
+
+/// [`train_model`] without the model.
+pub fn train(
+    base: Gemma,
+    base_path: &Path,
+    config: HippoFormerConfig,
+    train_corpus: Arc<TokenizedCorpus>,
+    valid_corpus: Option<Arc<TokenizedCorpus>>,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<TrainSummary> {
+    train_model(
+        base,
+        base_path,
+        config,
+        train_corpus,
+        valid_corpus,
+        opts,
+        device,
+    )
+    .map(|(_, s)| s)
+}

@@ -1,0 +1,310 @@
+//! `cargo xtask train`: trains the HippoFormer layer over a frozen Gemma on a corpus.
+//!
+//! The model config comes from `--config` (TOML; built-in defaults without it); `--model` and
+//! `--no-lora` override it, and the effective config is written to `<output>/config.toml` and
+//! into every checkpoint. Training options come from flags. Bad input — a config typo, an
+//! unknown or missing corpus, an empty corpus, a corpus whose every document is shorter than
+//! one segment, token ids outside the model's vocabulary, bad option values — exits with code 2.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use hippo_gemma::GemmaTokenizer;
+use hippo_model::{HippoError, HippoFormerConfig};
+use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home};
+use hippo_train::{Schedule, TrainError, TrainOptions};
+
+use crate::UsageError;
+
+/// Arguments of `train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// HippoFormer config (TOML); default: the built-in defaults (= configs/default.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Base model: a checkpoint dir, a .gguf file or a HF repo id in the local cache
+    /// (overrides the config's base_model; "default" = the Gemma-3-270M of `cargo xtask assets`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// tokenizer.json (default: the one beside the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Corpus: wiki-sample, sotu, txt-dir:<path>, wikitext-raw:<dir>, wikitext-hf:<dir>.
+    #[arg(long, default_value = "wiki-sample")]
+    pub dataset: String,
+    /// Tokens per segment.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Document streams per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Passes over the training split (default 1 without --max-steps).
+    #[arg(long, conflicts_with = "max_steps")]
+    pub epochs: Option<usize>,
+    /// Optimizer steps (streams the training split endlessly until then).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// LoRA learning rate as a multiple of --lr.
+    #[arg(long, default_value_t = 0.1)]
+    pub lora_lr_mult: f64,
+    /// Fraction of the steps spent warming up.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Decay after the warmup: linear, cosine or constant.
+    #[arg(long, default_value = "linear")]
+    pub schedule: String,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Global gradient-norm bound (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Keep the newest K checkpoints (0: all).
+    #[arg(long, default_value_t = 3)]
+    pub keep_last: usize,
+    /// Validate every N steps (0: only at the end).
+    #[arg(long, default_value_t = 500)]
+    pub valid_every: usize,
+    /// Validation batches per validation (0: no validation).
+    #[arg(long, default_value_t = 50)]
+    pub valid_batches: usize,
+    /// Train without LoRA adapters (overrides the config's use_lora).
+    #[arg(long)]
+    pub no_lora: bool,
+    /// Where checkpoints, config.toml and metrics.jsonl go.
+    #[arg(long, default_value = "runs/train")]
+    pub output_dir: PathBuf,
+    /// Continue from the newest checkpoint in --output-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop this invocation after N steps (checkpointed) without changing the schedule.
+    #[arg(long)]
+    pub stop_at_step: Option<usize>,
+    /// Seed of shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Device: cpu, cuda:N, vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    UsageError::wrap(e.into())
+}
+
+/// Whether a data error is the user's (bad spec, missing or empty corpus, bad options).
+fn data_is_usage(e: &DataError) -> bool {
+    matches!(
+        e,
+        DataError::UnknownCorpus { .. }
+            | DataError::MissingSpecPath { .. }
+            | DataError::UnknownSplit { .. }
+            | DataError::NoHome
+            | DataError::Missing { .. }
+            | DataError::BadDoc { .. }
+            | DataError::EmptyCorpus { .. }
+            | DataError::EmptySplit { .. }
+            | DataError::BadConfig(_)
+            | DataError::BadState(_)
+    )
+}
+
+fn classify(e: TrainError) -> anyhow::Error {
+    let is_usage = match &e {
+        TrainError::Options(_) => true,
+        TrainError::Data(d) => data_is_usage(d),
+        TrainError::Model(HippoError::Config { .. } | HippoError::Checkpoint { .. }) => true,
+        _ => false,
+    };
+    if is_usage { usage(e) } else { e.into() }
+}
+
+fn load_split(
+    spec: &CorpusSpec,
+    split: Split,
+    tok: &GemmaTokenizer,
+) -> std::result::Result<TokenizedCorpus, DataError> {
+    let home = default_home()?;
+    TokenizedCorpus::load_or_build(spec, split, &home, tok, &home)
+}
+
+/// Runs `train`.
+#[allow(clippy::print_stdout)]
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let device = crate::device::parse(&args.device).map_err(usage)?;
+    let mut cfg = match &args.config {
+        Some(p) => HippoFormerConfig::from_toml_file(p).map_err(usage)?,
+        None => HippoFormerConfig::default(),
+    };
+    if args.no_lora {
+        cfg.use_lora = false;
+    }
+    let model_arg = match (&args.model, cfg.base_model.as_str()) {
+        (Some(m), _) if m != "default" => m.clone(),
+        (_, "default") | (Some(_), _) => crate::model_arg(None)?,
+        (None, m) => m.to_string(),
+    };
+    cfg.base_model = model_arg.clone();
+    cfg.validate().map_err(usage)?;
+    let schedule: Schedule = args
+        .schedule
+        .parse()
+        .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
+    let opts = TrainOptions {
+        seq_len: args.seq_len,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        lr: args.lr,
+        lora_lr_mult: args.lora_lr_mult,
+        warmup_ratio: args.warmup_ratio,
+        schedule,
+        weight_decay: args.weight_decay,
+        clip_norm: (args.clip_norm > 0.0).then_some(args.clip_norm),
+        checkpoint_every: args.checkpoint_every,
+        keep_last: args.keep_last,
+        valid_every: args.valid_every,
+        valid_batches: args.valid_batches,
+        seed: args.seed,
+        output_dir: args.output_dir.clone(),
+        resume: args.resume,
+        log_every: 10,
+        stop_at_step: args.stop_at_step,
+    };
+    opts.validate().map_err(usage)?;
+
+    let location = hippo_gemma::resolve(&model_arg)?;
+    let gemma_config = hippo_gemma::load::load_config(&location)?;
+    if gemma_config.max_position_embeddings < args.seq_len {
+        bail!(UsageError::new(format!(
+            "--seq-len {} exceeds the model's max_position_embeddings {}",
+            args.seq_len, gemma_config.max_position_embeddings
+        )));
+    }
+    let tok_path = match &args.tokenizer {
+        Some(t) => t.clone(),
+        None => location.default_tokenizer().ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "no tokenizer.json beside {}; pass --tokenizer",
+                location.path().display()
+            ))
+        })?,
+    };
+    let tok = GemmaTokenizer::from_file(&tok_path)?;
+
+    let spec: CorpusSpec = args.dataset.parse().map_err(usage)?;
+    let train = load_split(&spec, Split::Train, &tok).map_err(|e| {
+        if data_is_usage(&e) {
+            usage(e)
+        } else {
+            e.into()
+        }
+    })?;
+    if train.docs.is_empty() {
+        bail!(UsageError::new(format!(
+            "the train split of `{}` has no documents",
+            args.dataset
+        )));
+    }
+    let long_enough = train
+        .docs
+        .iter()
+        .filter(|d| d.tokens.len() > args.seq_len)
+        .count();
+    if long_enough == 0 {
+        let longest = train.docs.iter().map(|d| d.tokens.len()).max().unwrap_or(0);
+        bail!(UsageError::new(format!(
+            "every document of `{}` (train split, {} documents, longest {longest} tokens) is \
+             shorter than one segment of --seq-len {} + 1 tokens; lower --seq-len",
+            args.dataset,
+            train.docs.len(),
+            args.seq_len
+        )));
+    }
+    let vocab = gemma_config.vocab_size;
+    if let Some(bad) = train
+        .docs
+        .iter()
+        .flat_map(|d| d.tokens.iter())
+        .find(|&&t| t as usize >= vocab)
+    {
+        bail!(UsageError::new(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not \
+             match the model"
+        )));
+    }
+    let valid = if args.valid_batches == 0 {
+        None
+    } else {
+        match load_split(&spec, Split::Valid, &tok) {
+            Ok(c) if c.docs.iter().any(|d| d.tokens.len() >= 2) => Some(Arc::new(c)),
+            Ok(_) => {
+                tracing::warn!("the validation split is empty: no validation");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("no validation split ({e}): no validation");
+                None
+            }
+        }
+    };
+    tracing::info!(
+        model = %location.path().display(),
+        dataset = %args.dataset,
+        train_docs = train.docs.len(),
+        train_tokens = train.docs.iter().map(|d| d.tokens.len()).sum::<usize>(),
+        use_lora = cfg.use_lora,
+        "training"
+    );
+    let started = std::time::Instant::now();
+    let base = hippo_gemma::load_from(&location, &device)?;
+    tracing::info!("base model loaded in {:.1?}", started.elapsed());
+    let summary = hippo_train::train(
+        base,
+        location.path(),
+        cfg,
+        Arc::new(train),
+        valid,
+        &opts,
+        &device,
+    )
+    .map_err(classify)
+    .context("training failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "steps: {}\ntokens: {}\ntokens/s: {:.1}\nfinal train loss: {}\nvalidation: {}\ncheckpoint: {}",
+            summary.steps,
+            summary.tokens,
+            summary.tokens_per_sec,
+            summary
+                .train_loss
+                .last()
+                .map_or_else(|| "-".to_string(), |(_, l)| format!("{l:.4}")),
+            summary.valid.last().map_or_else(
+                || "-".to_string(),
+                |v| format!("loss {:.4}, ppl {:.2} (step {})", v.loss, v.ppl, v.step)
+            ),
+            summary
+                .final_checkpoint
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string()),
+        );
+    }
+    Ok(())
+}
