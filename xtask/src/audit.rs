@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use hippo_model::audit::{AuditReport, audit, open_for_audit};
-use hippo_model::{HippoFormer, HippoFormerConfig, SalienceMode};
+use hippo_model::{HippoFormer, HippoFormerConfig};
 
 /// Arguments of `audit-causality`.
 #[derive(clap::Args, Debug)]
@@ -57,45 +57,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
     let base = hippo_gemma::load(&model_arg, &device)?.model;
     let mut variants = vec![("config".to_string(), cfg.clone())];
     if args.all_ablations {
-        for (name, c) in [
-            (
-                "salience_off",
-                HippoFormerConfig {
-                    salience: SalienceMode::Off,
-                    ..cfg.clone()
-                },
-            ),
-            (
-                "salience_random",
-                HippoFormerConfig {
-                    salience: SalienceMode::Random,
-                    ..cfg.clone()
-                },
-            ),
-            (
-                "memory_off",
-                HippoFormerConfig {
-                    memory: false,
-                    ..cfg.clone()
-                },
-            ),
-            (
-                "drift_off",
-                HippoFormerConfig {
-                    drift: false,
-                    ..cfg.clone()
-                },
-            ),
-            (
-                "fusion_off",
-                HippoFormerConfig {
-                    fusion: false,
-                    ..cfg.clone()
-                },
-            ),
-        ] {
-            variants.push((name.to_string(), c));
-        }
+        variants.extend(cfg.ablations().into_iter().map(|(n, c)| (n.to_string(), c)));
     }
     let vocab = base.config().vocab_size as u32;
     let n = args.seg * args.segments;

@@ -290,6 +290,48 @@ impl HippoFormerConfig {
         Ok(())
     }
 
+    /// This config with each ablation applied, by name: salience off, random salience, memory
+    /// off, drift off, fusion off. The causality audit and the tests iterate over these.
+    pub fn ablations(&self) -> Vec<(&'static str, Self)> {
+        vec![
+            (
+                "salience_off",
+                Self {
+                    salience: SalienceMode::Off,
+                    ..self.clone()
+                },
+            ),
+            (
+                "salience_random",
+                Self {
+                    salience: SalienceMode::Random,
+                    ..self.clone()
+                },
+            ),
+            (
+                "memory_off",
+                Self {
+                    memory: false,
+                    ..self.clone()
+                },
+            ),
+            (
+                "drift_off",
+                Self {
+                    drift: false,
+                    ..self.clone()
+                },
+            ),
+            (
+                "fusion_off",
+                Self {
+                    fusion: false,
+                    ..self.clone()
+                },
+            ),
+        ]
+    }
+
     /// Whether this config can leak future tokens into earlier logits.
     pub fn is_leaky(&self) -> bool {
         self.memory && self.query_mode == QueryMode::SequenceMean

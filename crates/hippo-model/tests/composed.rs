@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::Gemma;
 use hippo_model::audit::{audit, open_for_audit};
-use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode, SalienceMode};
+use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
 
 fn device() -> Device {
     Device::flex()
@@ -34,58 +34,23 @@ fn small(cfg: HippoFormerConfig) -> HippoFormerConfig {
 /// Every configuration the project can run: the default and each ablation.
 fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
     let d = small(HippoFormerConfig::default());
-    vec![
-        ("default", d.clone()),
-        (
-            "salience_off",
-            HippoFormerConfig {
-                salience: SalienceMode::Off,
-                ..d.clone()
-            },
-        ),
-        (
-            "salience_random",
-            HippoFormerConfig {
-                salience: SalienceMode::Random,
-                ..d.clone()
-            },
-        ),
-        (
-            "memory_off",
-            HippoFormerConfig {
-                memory: false,
-                ..d.clone()
-            },
-        ),
-        (
-            "drift_off",
-            HippoFormerConfig {
-                drift: false,
-                ..d.clone()
-            },
-        ),
-        (
-            "fusion_off",
-            HippoFormerConfig {
-                fusion: false,
-                ..d.clone()
-            },
-        ),
-        (
-            "no_lora",
-            HippoFormerConfig {
-                use_lora: false,
-                ..d.clone()
-            },
-        ),
-        (
-            "drift_always",
-            HippoFormerConfig {
-                drift_always_correct: true,
-                ..d
-            },
-        ),
-    ]
+    let mut all = vec![("default", d.clone())];
+    all.extend(d.ablations());
+    all.push((
+        "no_lora",
+        HippoFormerConfig {
+            use_lora: false,
+            ..d.clone()
+        },
+    ));
+    all.push((
+        "drift_always",
+        HippoFormerConfig {
+            drift_always_correct: true,
+            ..d
+        },
+    ));
+    all
 }
 
 fn stream(rows: usize, len: usize, seed: u32) -> Vec<Vec<u32>> {
