@@ -49,11 +49,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
     if args.seg < 2 || args.segments < 2 {
         bail!(crate::UsageError::new("need --seg ≥ 2 and --segments ≥ 2"));
     }
-    let model_arg = match (&args.model, cfg.base_model.as_str()) {
-        (Some(m), _) => m.clone(),
-        (None, "default") => crate::model_arg(None)?,
-        (None, m) => m.to_string(),
-    };
+    let model_arg = crate::base_model_arg(args.model.as_deref(), &cfg.base_model)?;
     let base = hippo_gemma::load(&model_arg, &device)?.model;
     let mut variants = vec![("config".to_string(), cfg.clone())];
     if args.all_ablations {

@@ -85,6 +85,15 @@ pub fn model_arg(explicit: Option<&str>) -> anyhow::Result<String> {
     Ok(p.display().to_string())
 }
 
+/// The base model of a HippoFormer run: `--model` if given, else the config's `base_model`;
+/// either spelled `default` means the Gemma-3-270M fetched by `cargo xtask assets`.
+pub fn base_model_arg(explicit: Option<&str>, config_base: &str) -> anyhow::Result<String> {
+    match explicit.unwrap_or(config_base) {
+        "default" => model_arg(None),
+        m => Ok(m.to_string()),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -152,11 +152,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.no_lora {
         cfg.use_lora = false;
     }
-    let model_arg = match (&args.model, cfg.base_model.as_str()) {
-        (Some(m), _) if m != "default" => m.clone(),
-        (_, "default") | (Some(_), _) => crate::model_arg(None)?,
-        (None, m) => m.to_string(),
-    };
+    let model_arg = crate::base_model_arg(args.model.as_deref(), &cfg.base_model)?;
     cfg.base_model = model_arg.clone();
     cfg.validate().map_err(usage)?;
     let schedule: Schedule = args
