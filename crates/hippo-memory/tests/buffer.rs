@@ -422,6 +422,33 @@ fn filled_state(buffer: &PriorityBuffer, b: usize, device: &Device) -> MemorySta
     state
 }
 
+/// Replaces the (randomly initialised) projections with fixed weights drawn from `Lcg(seed)`, so
+/// a scenario does not depend on Burn's process-wide RNG (shared by tests running in parallel).
+fn fixed_projections(mut buffer: PriorityBuffer, seed: u64, device: &Device) -> PriorityBuffer {
+    let mut rng = Lcg(seed);
+    let mut fixed = |layer: &mut burn::nn::Linear| {
+        let [i, o] = layer.weight.val().dims();
+        let w: Vec<f32> = (0..i * o)
+            .map(|_| (2.0 * rng.next() - 1.0) as f32)
+            .collect();
+        layer.weight =
+            burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(w, [i, o]), device));
+        if let Some(b) = &layer.bias {
+            let n = b.val().dims()[0];
+            let v: Vec<f32> = (0..n).map(|_| (0.2 * rng.next() - 0.1) as f32).collect();
+            layer.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+                TensorData::new(v, [n]),
+                device,
+            )));
+        }
+    };
+    fixed(&mut buffer.key_proj);
+    fixed(&mut buffer.value_proj);
+    fixed(&mut buffer.query_proj);
+    fixed(&mut buffer.consolidation_proj);
+    buffer
+}
+
 #[test]
 fn replay_matches_scalar_reference_over_two_and_three_rounds() {
     let device = device();
@@ -433,6 +460,7 @@ fn replay_matches_scalar_reference_over_two_and_three_rounds() {
             .with_decay_rate(0.8)
             .with_temperature(0.5)
             .init(&device);
+        let buffer = fixed_projections(buffer, 17, &device);
         let state = filled_state(&buffer, b, &device);
         let mut rng = Lcg(3 + rounds as u64);
         let queries: Vec<f64> = (0..b * t * d).map(|_| 6.0 * rng.next() - 3.0).collect();
