@@ -3,9 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use burn::tensor::{Distribution, Tensor};
-use hippo_gemma::load_from;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use burn::tensor::{Bool, Device, Distribution, Tensor};
+use hippo_gemma::{Gemma, GemmaTokenizer, load_from};
+use hippo_model::{HippoFormer, HippoFormerConfig};
+use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus};
 use serde::Serialize;
 
 /// Arguments of `bench`.
@@ -26,6 +31,36 @@ pub struct BenchArgs {
     /// Device: cpu, cuda:N, vulkan.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// HippoFormer config of the HippoFormer sections (default: the built-in default).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json of the evaluation and training sections (default: the one beside the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Skip the HippoFormer forward-overhead section.
+    #[arg(long)]
+    pub no_hippo: bool,
+    /// Skip the evaluation section.
+    #[arg(long)]
+    pub no_eval: bool,
+    /// Skip the training section.
+    #[arg(long)]
+    pub no_train: bool,
+    /// Wikipedia-sample test documents streamed in the evaluation section.
+    #[arg(long, default_value_t = 2)]
+    pub eval_docs: usize,
+    /// Segment length of the evaluation section.
+    #[arg(long, default_value_t = 512)]
+    pub eval_seq_len: usize,
+    /// Optimizer steps of the training section (the first is a warm-up and not timed).
+    #[arg(long, default_value_t = 4)]
+    pub train_steps: usize,
+    /// Segment length of the training section.
+    #[arg(long, default_value_t = 256)]
+    pub train_seq_len: usize,
+    /// Streams per batch of the training section.
+    #[arg(long, default_value_t = 2)]
+    pub train_batch: usize,
 }
 
 /// What one run measured.
@@ -46,6 +81,65 @@ pub struct BenchReport {
     /// The same with the f16 LM head (`Gemma::with_f16_lm_head`), tokens/s; `None` on the
     /// ndarray backend, which has no f16 tensors.
     pub decode_f16_head_tok_s: Option<f64>,
+    /// HippoFormer forward vs. the base forward on the same segment, with a full buffer.
+    pub hippo: Option<HippoBench>,
+    /// Streaming evaluation, base vs. HippoFormer on the identical token stream.
+    pub eval: Option<EvalBench>,
+    /// Training throughput.
+    pub train: Option<TrainBench>,
+}
+
+/// HippoFormer forward overhead (read-only forward of one segment, logits included).
+#[derive(Debug, Serialize)]
+pub struct HippoBench {
+    /// Segment length.
+    pub tokens: usize,
+    /// Buffer capacity, filled to capacity with entries above the priority threshold.
+    pub buffer_entries: usize,
+    /// Replay rounds.
+    pub replay_rounds: usize,
+    /// Base forward (hidden states + LM head), tokens/s, measured interleaved with the next.
+    pub base_tok_s: f64,
+    /// HippoFormer forward, tokens/s.
+    pub hippo_tok_s: f64,
+    /// `base time / hippo time − 1` reversed: `hippo time / base time − 1` (target ≤ 0.15).
+    pub overhead: f64,
+}
+
+/// Streaming evaluation throughput (`hippo_eval::evaluate`, memory written after every segment).
+#[derive(Debug, Serialize)]
+pub struct EvalBench {
+    /// Documents streamed.
+    pub documents: usize,
+    /// Tokens scored.
+    pub tokens: usize,
+    /// Segment length.
+    pub seq_len: usize,
+    /// Base, tokens/s.
+    pub base_tok_s: f64,
+    /// HippoFormer, tokens/s.
+    pub hippo_tok_s: f64,
+    /// `hippo time / base time − 1` (target ≤ 0.15).
+    pub slowdown: f64,
+}
+
+/// Training throughput (`hippo_train::train_model`, LoRA per the config).
+#[derive(Debug, Serialize)]
+pub struct TrainBench {
+    /// Segment length.
+    pub seq_len: usize,
+    /// Streams per batch.
+    pub batch: usize,
+    /// Timed optimizer steps (after one warm-up step).
+    pub steps: usize,
+    /// Trained tokens/s over the timed steps.
+    pub tok_s: f64,
+    /// FLOPs per trained token: forward + the backward's input gradients (≈ 2× forward; weight
+    /// gradients exist only for the small trainable part). Without LoRA the backward stops at the
+    /// frozen base, so this is an upper bound there.
+    pub gflop_per_token: f64,
+    /// Achieved FLOP rate / matmul rate.
+    pub fraction_of_matmul: f64,
 }
 
 /// Greedy decode of `steps` tokens after a 16-token prompt, tokens/s.
@@ -91,6 +185,235 @@ pub fn matmul_gflops(device: &burn::tensor::Device, n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / t.as_secs_f64() / 1e9
 }
 
+/// Interleaves `a` and `b` `reps` times and returns the best time of each.
+fn best_of_pair<A: FnMut() -> Result<()>, B: FnMut() -> Result<()>>(
+    reps: usize,
+    mut a: A,
+    mut b: B,
+) -> Result<(Duration, Duration)> {
+    let (mut ta, mut tb) = (Duration::MAX, Duration::MAX);
+    for _ in 0..reps {
+        let t = Instant::now();
+        a()?;
+        ta = ta.min(t.elapsed());
+        let t = Instant::now();
+        b()?;
+        tb = tb.min(t.elapsed());
+    }
+    Ok((ta, tb))
+}
+
+fn bench_config(args: &BenchArgs) -> Result<HippoFormerConfig> {
+    Ok(match &args.config {
+        Some(p) => {
+            HippoFormerConfig::from_toml_file(p).map_err(|e| crate::UsageError::wrap(e.into()))?
+        }
+        None => HippoFormerConfig::default(),
+    })
+}
+
+/// HippoFormer's read-only forward over `ids` with every stream's buffer full, vs. the bare
+/// base forward (hidden states + LM head) on the same ids, interleaved.
+fn hippo_overhead(
+    base: &Gemma,
+    config: &HippoFormerConfig,
+    ids: &[u32],
+    device: &Device,
+) -> Result<HippoBench> {
+    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?;
+    let d = base.config().hidden_size;
+    let m = config.buffer_size;
+    let t = ids.len();
+    // Fill the buffer to capacity with entries well above the priority threshold.
+    let [lo, hi] = config.importance_range;
+    let floor = (config.priority_threshold / config.decay_rate + 1e-3).max(lo);
+    let state = hippo.empty_state(1, device);
+    let (state, _) = hippo.memory.write(
+        state,
+        Tensor::<3>::random([1, m, d], Distribution::Normal(0.0, 1.0), device),
+        Tensor::<2>::random(
+            [1, m],
+            Distribution::Uniform(floor, hi.max(floor + 1.0)),
+            device,
+        ),
+        Tensor::<2, Bool>::full([1, m], true, device),
+    )?;
+    let state = hippo.memory.age(state);
+    let entries = state.valid.clone().int().sum().into_scalar::<i64>().max(0) as usize;
+    let x = base.ids_tensor(&[ids.to_vec()], device)?;
+    let valid = Tensor::<2, Bool>::full([1, t], true, device);
+    // Warm-up both.
+    let _ = base.forward(x.clone(), None).logits.into_data();
+    let _ = hippo
+        .forward(x.clone(), valid.clone(), &state)?
+        .logits
+        .into_data();
+    let (tb, th) = best_of_pair(
+        3,
+        || {
+            let _ = base.forward(x.clone(), None).logits.into_data();
+            Ok(())
+        },
+        || {
+            let _ = hippo
+                .forward(x.clone(), valid.clone(), &state)?
+                .logits
+                .into_data();
+            Ok(())
+        },
+    )?;
+    Ok(HippoBench {
+        tokens: t,
+        buffer_entries: entries,
+        replay_rounds: config.max_replay_rounds,
+        base_tok_s: t as f64 / tb.as_secs_f64(),
+        hippo_tok_s: t as f64 / th.as_secs_f64(),
+        overhead: th.as_secs_f64() / tb.as_secs_f64() - 1.0,
+    })
+}
+
+/// The tokenizer of the evaluation and training sections.
+fn bench_tokenizer(
+    args: &BenchArgs,
+    location: &hippo_gemma::ModelLocation,
+) -> Result<GemmaTokenizer> {
+    let path = match &args.tokenizer {
+        Some(t) => t.clone(),
+        None => location.default_tokenizer().ok_or_else(|| {
+            crate::UsageError::wrap(anyhow::anyhow!(
+                "no tokenizer.json beside {}; pass --tokenizer or --no-eval --no-train",
+                location.path().display()
+            ))
+        })?,
+    };
+    Ok(GemmaTokenizer::from_file(&path)?)
+}
+
+fn wiki_split(tok: &GemmaTokenizer, split: Split) -> Result<TokenizedCorpus> {
+    let home = crate::assets::hippo_home(None)?;
+    let cache = home.join("cache");
+    TokenizedCorpus::load_or_build(&CorpusSpec::WikiSample, split, &home, tok, &cache).with_context(
+        || format!("tokenising the Wikipedia sample ({split}); run `cargo xtask assets`"),
+    )
+}
+
+/// Streams the `docs` longest Wikipedia-sample test documents through the base and HippoFormer.
+fn eval_throughput(
+    base: &Gemma,
+    config: &HippoFormerConfig,
+    tok: &GemmaTokenizer,
+    args: &BenchArgs,
+    device: &Device,
+) -> Result<EvalBench> {
+    let mut corpus = wiki_split(tok, Split::Test)?;
+    corpus
+        .docs
+        .sort_by_key(|d| std::cmp::Reverse(d.tokens.len()));
+    corpus.docs.truncate(args.eval_docs.max(1));
+    let corpus = Arc::new(corpus);
+    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?;
+    let opts = hippo_eval::EvalOptions {
+        seq_len: args.eval_seq_len,
+        streams: 1,
+        max_docs: None,
+        allow_leaky: false,
+    };
+    let mut tokens = 0;
+    let (tb, th) = best_of_pair(
+        1,
+        || {
+            let r = hippo_eval::evaluate(
+                &hippo_eval::Scorer::Base(base),
+                corpus.clone(),
+                &opts,
+                device,
+            )?;
+            tokens = r.tokens;
+            Ok(())
+        },
+        || {
+            hippo_eval::evaluate(
+                &hippo_eval::Scorer::Hippo(&hippo),
+                corpus.clone(),
+                &opts,
+                device,
+            )?;
+            Ok(())
+        },
+    )?;
+    Ok(EvalBench {
+        documents: corpus.docs.len(),
+        tokens,
+        seq_len: args.eval_seq_len,
+        base_tok_s: tokens as f64 / tb.as_secs_f64(),
+        hippo_tok_s: tokens as f64 / th.as_secs_f64(),
+        slowdown: th.as_secs_f64() / tb.as_secs_f64() - 1.0,
+    })
+}
+
+/// A few optimizer steps of real training; the first step is a warm-up and is not timed.
+fn train_throughput(
+    base: &Gemma,
+    base_path: &std::path::Path,
+    config: &HippoFormerConfig,
+    tok: &GemmaTokenizer,
+    args: &BenchArgs,
+    matmul: f64,
+    device: &Device,
+) -> Result<TrainBench> {
+    let train = Arc::new(wiki_split(tok, Split::Train)?);
+    let dir = tempfile::tempdir()?;
+    let steps = args.train_steps.max(2);
+    let opts = hippo_train::TrainOptions {
+        seq_len: args.train_seq_len,
+        batch_size: args.train_batch,
+        max_steps: Some(steps),
+        checkpoint_every: 0,
+        keep_last: 1,
+        valid_every: 0,
+        valid_batches: 0,
+        log_every: 1,
+        output_dir: dir.path().to_path_buf(),
+        ..hippo_train::TrainOptions::default()
+    };
+    hippo_train::train_model(
+        base.clone(),
+        base_path,
+        config.clone(),
+        train,
+        None,
+        &opts,
+        device,
+    )?;
+    let log = dir.path().join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let (mut tokens, mut secs) = (0u64, 0f64);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let step = v["step"].as_u64().unwrap_or(0);
+        // Skip validation-only lines and the warm-up step.
+        if step < 2 || v.get("step_seconds").is_none() {
+            continue;
+        }
+        tokens += v["tokens"].as_u64().unwrap_or(0);
+        secs += v["step_seconds"].as_f64().unwrap_or(0.0);
+    }
+    if tokens == 0 || secs <= 0.0 {
+        anyhow::bail!("the training log {} has no timed steps", log.display());
+    }
+    let tok_s = tokens as f64 / secs;
+    let gflop = 2.0 * base.config().flops_per_token(args.train_seq_len / 2) / 1e9;
+    Ok(TrainBench {
+        seq_len: args.train_seq_len,
+        batch: args.train_batch,
+        steps: steps - 1,
+        tok_s,
+        gflop_per_token: gflop,
+        fraction_of_matmul: tok_s * gflop / matmul,
+    })
+}
+
 /// Runs `bench`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -119,8 +442,43 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let decode_f16_head_tok_s = if args.device == "ndarray" {
         None
     } else {
-        let model = model.with_f16_lm_head();
+        let model = model.clone().with_f16_lm_head();
         Some(decode_rate(&model, &ids, args.decode_tokens, &device)?)
+    };
+
+    let config = bench_config(args)?;
+    let hippo = if args.no_hippo {
+        None
+    } else {
+        tracing::info!("HippoFormer forward overhead");
+        Some(hippo_overhead(&model, &config, &ids, &device)?)
+    };
+    let tok = if args.no_eval && args.no_train {
+        None
+    } else {
+        Some(bench_tokenizer(args, &location)?)
+    };
+    let eval = match (&tok, args.no_eval) {
+        (Some(tok), false) => {
+            tracing::info!("evaluation throughput");
+            Some(eval_throughput(&model, &config, tok, args, &device)?)
+        }
+        _ => None,
+    };
+    let train = match (&tok, args.no_train) {
+        (Some(tok), false) => {
+            tracing::info!("training throughput");
+            Some(train_throughput(
+                &model,
+                location.path(),
+                &config,
+                tok,
+                args,
+                matmul,
+                &device,
+            )?)
+        }
+        _ => None,
     };
 
     let report = BenchReport {
@@ -131,6 +489,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         forward_fraction_of_matmul: forward_tok_s * gflop_tok / matmul,
         decode_tok_s,
         decode_f16_head_tok_s,
+        hippo,
+        eval,
+        train,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -146,6 +507,39 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("greedy decode (cache) {:.1} tok/s", report.decode_tok_s);
         if let Some(r) = report.decode_f16_head_tok_s {
             println!("  with f16 LM head    {r:.1} tok/s");
+        }
+        if let Some(h) = &report.hippo {
+            println!(
+                "HippoFormer forward   {:.1} tok/s vs base {:.1} tok/s ({} tokens, {} buffer entries, R = {}): overhead {:+.1}% (target ≤ 15%)",
+                h.hippo_tok_s,
+                h.base_tok_s,
+                h.tokens,
+                h.buffer_entries,
+                h.replay_rounds,
+                100.0 * h.overhead
+            );
+        }
+        if let Some(e) = &report.eval {
+            println!(
+                "evaluation            HippoFormer {:.1} tok/s vs base {:.1} tok/s ({} docs, {} tokens, seq {}): {:+.1}% slower (target ≤ 15%)",
+                e.hippo_tok_s,
+                e.base_tok_s,
+                e.documents,
+                e.tokens,
+                e.seq_len,
+                100.0 * e.slowdown
+            );
+        }
+        if let Some(t) = &report.train {
+            println!(
+                "training              {:.1} tok/s (seq {}, batch {}, {} timed steps; {:.2} GFLOP/token, {:.0}% of matmul rate)",
+                t.tok_s,
+                t.seq_len,
+                t.batch,
+                t.steps,
+                t.gflop_per_token,
+                100.0 * t.fraction_of_matmul
+            );
         }
     }
     Ok(())

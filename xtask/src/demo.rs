@@ -71,7 +71,7 @@ struct Results {
     note: String,
 }
 
-fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
