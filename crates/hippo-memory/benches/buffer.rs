@@ -3,16 +3,24 @@
 //! * `write/*`: the batched write vs. a straightforward per-token loop of the same rule
 //!   (`write_loop/*`, run on a prefix of each row's tokens because it is slow; throughput is
 //!   per token, so the rates compare directly).
+//! * `copy_bound/*`: the memory traffic no write can avoid, on the rows this very write moves:
+//!   `select_accepted` gathers the accepted token rows once (one copy of `N·D` floats for `N`
+//!   accepted tokens, the floor for any implementation), and `select_then_assign` adds the
+//!   in-place `select_assign` of those rows into an owned state (the two copies a write built
+//!   from Burn's tensor operations needs: there is no single "copy rows `i` of `x` to rows `j`
+//!   of `y`" operation). Throughput is counted per token of the segment, as for `write/*`.
 //! * `replay/*`: replay vs. one `[B,T,D]×[B,D,M]` matrix product (`matmul_btmd/*`) at the
 //!   backend's own rate; replay's nominal matrix work is `R` such products (`R·B·T·M·D`
 //!   multiply-adds), so `replay time / (R · matmul time)` is the ratio to report.
 //!
 //! Shapes: (B=4, T=512, M=2048, D=640) and (B=1, T=2048, M=2048, D=2048), on `Device::flex()`.
+//! The buffer starts full (priorities 1–5, ages 0–2) and the segment's importance is uniform in
+//! [0.5, 5], so about 40% of the tokens are accepted, each evicting an entry.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use burn::tensor::{Bool, Device, Distribution, Tensor};
+use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Tensor};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use hippo_memory::{MemoryState, PriorityBuffer, PriorityBufferConfig};
 
@@ -191,6 +199,42 @@ fn bench_case(c: &mut Criterion, case: &Case, device: &Device) {
             || fresh(&state),
             |owned| {
                 let out = write_loop(&buffer, owned, &xs, &imp, &mask, LOOP_TOKENS);
+                sync(device);
+                black_box(out)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    // The rows this write moves (accepted tokens, and the slots they fill), found once.
+    let (_, outcome) = buffer
+        .write(fresh(&state), xs.clone(), imp.clone(), mask.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tokens = outcome.accepted.reshape([b * t]).argwhere();
+    let moved = tokens.dims()[0];
+    let tokens = tokens.reshape([moved]);
+    let slots = outcome.filled.reshape([b * m]).argwhere().reshape([moved]);
+    let mut group = c.benchmark_group("copy_bound");
+    group.throughput(Throughput::Elements((b * t) as u64));
+    group.bench_function(BenchmarkId::new("select_accepted", &label), |bench| {
+        bench.iter(|| {
+            let rows = xs.clone().reshape([b * t, d]).select(0, tokens.clone());
+            sync(device);
+            black_box(rows)
+        })
+    });
+    group.bench_function(BenchmarkId::new("select_then_assign", &label), |bench| {
+        bench.iter_batched(
+            || fresh(&state).states,
+            |owned| {
+                let rows = xs.clone().reshape([b * t, d]).select(0, tokens.clone());
+                let out = owned.reshape([b * m, d]).select_assign(
+                    0,
+                    slots.clone(),
+                    rows,
+                    IndexingUpdateOp::Assign,
+                );
                 sync(device);
                 black_box(out)
             },
