@@ -174,22 +174,24 @@ impl PriorityBuffer {
         let importance = importance.detach();
         let n = m + t;
 
-        // Pool keys: existing entries' effective priority, then the candidates' importance.
-        let eff_old = state
-            .effective_priorities(self.decay_rate)
-            .mask_fill(state.valid.clone().bool_not(), f32::NEG_INFINITY);
+        // Pool keys: existing entries' effective priority `P·d^a` (the same f32 values as
+        // `MemoryState::effective_priorities`), −∞ for empty slots, then the candidates'
+        // importance, −∞ for tokens that are not candidates.
+        let eff_old = (state.ages.clone().mul_scalar(self.decay_rate.ln()).exp()
+            * state.priorities.clone())
+        .mask_fill(state.valid.clone().bool_not(), f32::NEG_INFINITY);
         let candidate = mask.bool_and(importance.clone().greater_elem(self.priority_threshold));
         let cand_key = importance
             .clone()
             .mask_fill(candidate.bool_not(), f32::NEG_INFINITY);
         let pool = Tensor::cat(vec![eff_old, cand_key], 1);
 
-        // Keep the M largest finite keys; ties go to the earlier pool position.
-        let kth = pool
-            .clone()
-            .sort_descending(1)
-            .slice([0..b, m - 1..m])
-            .expand([b, n]);
+        // Keep the M largest finite keys; ties go to the earlier pool position. `kth` is the M-th
+        // largest key of each row; every key above it is kept, and the first `need` keys equal to
+        // it (none if it is −∞: empty slots and rejected tokens are never kept).
+        let kth = pool.clone().sort_descending(1).slice([0..b, m - 1..m]); // [B, 1]
+        let kth_finite = kth.clone().is_finite().expand([b, n]);
+        let kth = kth.expand([b, n]);
         let above = pool.clone().greater(kth.clone());
         let need = above
             .clone()
@@ -198,8 +200,8 @@ impl PriorityBuffer {
             .neg()
             .add_scalar(m as i64)
             .expand([b, n]);
-        let tie = pool.clone().equal(kth).bool_and(pool.is_finite());
-        let tie_rank = tie.clone().int().cumsum(1);
+        let tie = pool.equal(kth).bool_and(kth_finite);
+        let tie_rank = tie.clone().int().cumsum(1); // 1-based among ties
         let selected = above.bool_or(tie.bool_and(tie_rank.lower_equal(need)));
 
         let keep_old = selected.clone().slice([0..b, 0..m]);
@@ -209,21 +211,32 @@ impl PriorityBuffer {
 
         // The j-th accepted token (token order) goes to the j-th freed slot (slot order).
         let n_accepted = accepted.clone().int().sum_dim(1); // [B, 1]
-        let freed_rank = freed.clone().int().cumsum(1).sub_scalar(1);
-        let filled = freed.bool_and(freed_rank.lower(n_accepted.clone().expand([b, m])));
+        let freed_rank = freed.clone().int().cumsum(1); // 1-based among freed slots
+        let filled = freed.bool_and(freed_rank.lower_equal(n_accepted.clone().expand([b, m])));
         // Row-major positions of the filled slots and of the accepted tokens. Both lists are
         // grouped by row, ascending within a row, with equal counts per row, so they pair up
         // exactly as the rule above says. Only these rows are moved.
         let slots = filled.clone().reshape([b * m]).argwhere();
-        let tokens = accepted.clone().reshape([b * t]).argwhere();
         let [moved, _] = slots.dims();
         let (states_out, priorities_out) = if moved == 0 {
             (state.states, state.priorities)
         } else {
             let slots = slots.reshape([moved]);
-            let tokens = tokens.reshape([moved]);
-            let rows = states.reshape([b * t, d]).select(0, tokens.clone());
-            let priority = importance.reshape([b * t]).select(0, tokens);
+            let (rows, priority) = if moved == b * t {
+                // Every token is accepted (e.g. while the buffer fills): the tokens are the rows
+                // in order, so no gather is needed.
+                (states.reshape([b * t, d]), importance.reshape([b * t]))
+            } else {
+                let tokens = accepted
+                    .clone()
+                    .reshape([b * t])
+                    .argwhere()
+                    .reshape([moved]);
+                (
+                    states.reshape([b * t, d]).select(0, tokens.clone()),
+                    importance.reshape([b * t]).select(0, tokens),
+                )
+            };
             (
                 state
                     .states

@@ -31,12 +31,15 @@
 //! 3. Selected existing entries stay in their slots. The `j`-th selected newcomer (token order)
 //!    goes to the `j`-th freed slot (slot order), freed = empty or evicted.
 //!
-//! Implemented with one sort per row (for the `M`-th largest key), a cumulative sum (ties and
-//! slot ranks), two `argwhere`s (row-major positions of filled slots and accepted tokens, which
-//! pair up one to one) and one `select` + `select_assign` that moves only the accepted rows:
-//! `O(B·(M+T)·log(M+T) + N·D)` for `N` accepted tokens. `argwhere` has a data-dependent shape,
-//! so a write synchronises with the device once. The `select_assign` updates the state in place
-//! when the caller does not hold another reference to it.
+//! Implemented with one sort per row (for the `M`-th largest key), cumulative sums (ties and
+//! slot ranks), `argwhere`s (row-major positions of filled slots and accepted tokens, which pair
+//! up one to one) and one `select` + `select_assign` that moves only the accepted rows:
+//! `O(B·(M+T)·log(M+T) + N·D)` for `N` accepted tokens. When every token is accepted (a filling
+//! buffer) the tokens are the rows in order and the `select` is skipped. `argwhere` has a
+//! data-dependent shape, so a write synchronises with the device once. The `select_assign`
+//! updates the state in place when the caller does not hold another reference to it. The cost
+//! is thus the sort plus two copies of the accepted rows (Burn has no single "copy rows `i` of
+//! `x` into rows `j` of `y`" operation); `benches/buffer.rs` measures both against the write.
 //! A token is *accepted* when it is stored after the write; a newcomer displaced by a later,
 //! stronger newcomer of the same write is not accepted.
 //!

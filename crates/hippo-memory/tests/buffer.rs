@@ -234,6 +234,79 @@ fn write_matches_scalar_reference_over_many_segments() {
     assert_eq!(buffer.stats(&state).accepted_writes, total_accepted);
 }
 
+/// Writes in which every token of every row is accepted (the buffer is filling): each token goes
+/// to its row's next empty slot, in token order, exactly as the sequential rule places it, also
+/// when the rows' empty slots sit at different positions.
+#[test]
+fn writes_accepting_every_token_fill_empty_slots_in_token_order() {
+    let device = device();
+    // Row 1 receives 3 + 3 + 3 tokens: exactly its capacity.
+    let (b, t, m, d) = (2, 3, 9, 2);
+    let buffer = small_buffer(m, d, 1);
+    let mut state = buffer.empty_state(b, &device);
+    let mut refs = vec![RefBuffer::new(m, 0.9, 1.0); b];
+    let mut rng = Lcg(11);
+    for segment in 0..3 {
+        let importance: Vec<f64> = (0..b * t).map(|_| 1.5 + 3.0 * rng.next()).collect();
+        let states: Vec<f64> = (0..b * t * d).map(|_| rng.next() - 0.5).collect();
+        let mask = vec![true; b * t];
+        let (next, outcome) = buffer
+            .write(
+                state,
+                tensor3(&states, [b, t, d], &device),
+                tensor2(&importance, [b, t], &device),
+                mask2(&mask, [b, t], &device),
+            )
+            .expect("write");
+        assert!(
+            host_bool(&outcome.accepted).iter().all(|a| *a),
+            "segment {segment}"
+        );
+        let valid = host_bool(&next.valid);
+        let pri = host(&next.priorities);
+        let stored = host(&next.states);
+        for (r, reference) in refs.iter_mut().enumerate() {
+            let rows: Vec<Vec<f64>> = (0..t)
+                .map(|i| states[(r * t + i) * d..(r * t + i + 1) * d].to_vec())
+                .collect();
+            let accepted = reference.write(
+                &rows,
+                &importance[r * t..(r + 1) * t],
+                &mask[r * t..(r + 1) * t],
+            );
+            assert!(accepted.iter().all(|a| *a), "segment {segment} row {r}");
+            // Slot by slot, not only as a set.
+            for (slot, entry) in reference.slots.iter().enumerate() {
+                let i = r * m + slot;
+                assert_eq!(
+                    valid[i],
+                    entry.is_some(),
+                    "segment {segment} row {r} slot {slot}"
+                );
+                if let Some(e) = entry {
+                    assert!(
+                        (pri[i] - e.priority).abs() < 1e-5,
+                        "segment {segment} row {r}"
+                    );
+                    for (p, q) in stored[i * d..(i + 1) * d].iter().zip(&e.state) {
+                        assert!(
+                            (p - q).abs() < 1e-6,
+                            "segment {segment} row {r} slot {slot}"
+                        );
+                    }
+                }
+            }
+        }
+        state = buffer.age(next);
+        refs.iter_mut().for_each(RefBuffer::age);
+        if segment == 0 {
+            // Empty row 0 only: the rows' empty slots now start at different positions.
+            state = state.reset_row_indices(&[0]).expect("reset");
+            refs[0] = RefBuffer::new(m, 0.9, 1.0);
+        }
+    }
+}
+
 #[test]
 fn eviction_order_decay_and_rejection_by_hand() {
     let device = device();
