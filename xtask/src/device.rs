@@ -7,6 +7,23 @@
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 
+/// Parses a comma-separated device list (`cuda:0,cuda:1`): the first is the main device, the
+/// others are the extra devices of data-parallel training. A device may repeat (`cpu,cpu`: two
+/// replicas on one device, run one after the other — it exercises the data-parallel path, it does
+/// not add compute).
+pub fn parse_list(names: &str) -> Result<Vec<Device>> {
+    let list: Vec<Device> = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(parse)
+        .collect::<Result<_>>()?;
+    if list.is_empty() {
+        bail!("empty device list `{names}`");
+    }
+    Ok(list)
+}
+
 /// Parses a device name.
 pub fn parse(name: &str) -> Result<Device> {
     let (kind, index) = match name.split_once(':') {

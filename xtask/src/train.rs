@@ -96,7 +96,7 @@ pub struct TrainArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Device: cpu, cuda:N, vulkan.
+    /// Device(s): cpu, cuda:N, vulkan[:N]; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel: each device gets a contiguous share of the batch's streams.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -144,7 +144,8 @@ fn load_split(
 /// Runs `train`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let device = crate::device::parse(&args.device).map_err(usage)?;
+    let mut devices = crate::device::parse_list(&args.device).map_err(usage)?;
+    let device = devices.remove(0);
     let mut cfg = match &args.config {
         Some(p) => HippoFormerConfig::from_toml_file(p).map_err(usage)?,
         None => HippoFormerConfig::default(),
@@ -180,6 +181,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
         log_every: 10,
         stop_at_step: args.stop_at_step,
+        extra_devices: devices,
     };
     opts.validate().map_err(usage)?;
 

@@ -143,6 +143,7 @@ impl DriftCalibratorConfig {
             correction_strength: self.correction_strength,
             always_correct: self.always_correct,
             epsilon: self.epsilon,
+            track_running_stats: true,
         })
     }
 
@@ -184,6 +185,10 @@ pub struct DriftCalibrator {
     pub always_correct: bool,
     /// Variance floor `ε`.
     pub epsilon: f64,
+    /// Whether a forward on an autodiff device updates the running statistics (default `true`).
+    /// Data-parallel replicas turn it off and the main device calls [`observe`](Self::observe)
+    /// once with the whole batch, so the statistics match a single-device run.
+    pub track_running_stats: bool,
 }
 
 /// Result of a [`DriftCalibrator::forward`] call.
@@ -285,7 +290,7 @@ impl DriftCalibrator {
             h.clone() + delta.mul_scalar(self.correction_strength),
         );
 
-        if device.is_autodiff() {
+        if device.is_autodiff() && self.track_running_stats {
             self.update_running_stats(h, &valid, [b, t, d]);
         }
         Ok(DriftOutput {
@@ -328,6 +333,14 @@ impl DriftCalibrator {
             .sqrt()
             .div_scalar((d as f64).sqrt())
             .mask_fill(undefined, 0.0)
+    }
+
+    /// Updates the running mean and variance with a batch's real tokens (momentum as
+    /// configured), as a training forward does; for callers that run the forward elsewhere.
+    pub fn observe(&self, h: Tensor<3>, valid: Tensor<2, Bool>) -> Result<(), DriftError> {
+        let dims = self.check(&h, &valid, "DriftCalibrator::observe")?;
+        self.update_running_stats(h, &valid, dims);
+        Ok(())
     }
 
     fn update_running_stats(&self, h: Tensor<3>, valid: &Tensor<2, Bool>, [b, t, d]: [usize; 3]) {

@@ -173,6 +173,14 @@ pub struct TrainOptions {
     /// Stop this invocation once this many steps are done (writing a checkpoint there) without
     /// changing the schedule, as if interrupted; a later `resume` run continues.
     pub stop_at_step: Option<usize>,
+    /// Extra devices for data-parallel training. Each micro-batch's streams (rows) are split
+    /// into contiguous shards over `[device] + extra_devices`; each shard runs forward and
+    /// backward on its own model replica with its own streams' memory, in its own thread, and
+    /// the shard gradients are summed on the main device weighted by each shard's share of the
+    /// batch's targets (the semantics of PyTorch DDP: auxiliary losses are computed per shard).
+    /// The optimizer, validation and checkpoints stay on the main device. Empty: one device.
+    #[serde(skip)]
+    pub extra_devices: Vec<Device>,
 }
 
 impl Default for TrainOptions {
@@ -198,6 +206,7 @@ impl Default for TrainOptions {
             resume: false,
             log_every: 10,
             stop_at_step: None,
+            extra_devices: Vec::new(),
         }
     }
 }
@@ -229,6 +238,14 @@ impl TrainOptions {
         }
         if self.clip_norm.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
             return bad("clip_norm must be finite and > 0 when given".into());
+        }
+        let devices = 1 + self.extra_devices.len();
+        if devices > 1 && self.batch_size < devices {
+            return bad(format!(
+                "data-parallel training over {devices} devices needs batch_size ≥ {devices} \
+                 (each device trains whole streams); batch_size is {}",
+                self.batch_size
+            ));
         }
         Ok(())
     }
@@ -412,6 +429,139 @@ pub fn validate(
     })
 }
 
+/// Contiguous row ranges of `n` shards of `b` rows (sizes differ by at most one).
+fn shard_rows(b: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n).map(move |k| (k * b / n)..((k + 1) * b / n))
+}
+
+/// Rows `rows` of a memory state, moved to `device`.
+fn mem_rows(state: &MemoryState, rows: std::ops::Range<usize>, device: &Device) -> MemoryState {
+    MemoryState {
+        states: state
+            .states
+            .clone()
+            .slice_dim(0, rows.clone())
+            .to_device(device),
+        priorities: state
+            .priorities
+            .clone()
+            .slice_dim(0, rows.clone())
+            .to_device(device),
+        ages: state
+            .ages
+            .clone()
+            .slice_dim(0, rows.clone())
+            .to_device(device),
+        valid: state
+            .valid
+            .clone()
+            .slice_dim(0, rows.clone())
+            .to_device(device),
+        accepted_writes: state
+            .accepted_writes
+            .clone()
+            .slice_dim(0, rows)
+            .to_device(device),
+    }
+}
+
+/// Shards' memory states joined in row order on `device`.
+fn mem_cat(shards: &[MemoryState], device: &Device) -> MemoryState {
+    let each = |f: &dyn Fn(&MemoryState) -> MemoryState| -> Vec<MemoryState> {
+        shards.iter().map(f).collect()
+    };
+    let moved = each(&|m: &MemoryState| MemoryState {
+        states: m.states.clone().to_device(device),
+        priorities: m.priorities.clone().to_device(device),
+        ages: m.ages.clone().to_device(device),
+        valid: m.valid.clone().to_device(device),
+        accepted_writes: m.accepted_writes.clone().to_device(device),
+    });
+    MemoryState {
+        states: Tensor::cat(moved.iter().map(|m| m.states.clone()).collect(), 0),
+        priorities: Tensor::cat(moved.iter().map(|m| m.priorities.clone()).collect(), 0),
+        ages: Tensor::cat(moved.iter().map(|m| m.ages.clone()).collect(), 0),
+        valid: Tensor::cat(moved.iter().map(|m| m.valid.clone()).collect(), 0),
+        accepted_writes: Tensor::cat(moved.iter().map(|m| m.accepted_writes.clone()).collect(), 0),
+    }
+}
+
+/// What one shard of a micro-batch produced.
+struct ShardOut {
+    grads: GradientsParams,
+    /// total, lm, salience-weighted, sparsity, memory-util, drift-reg (unweighted shard means).
+    values: [f64; 6],
+    salience: f64,
+    tagged: f64,
+    drift: f64,
+    mem: MemoryState,
+    /// Data-parallel shards: the drift calibrator's input and mask, for the running statistics.
+    observed: Option<(Tensor<3>, Tensor<2, Bool>)>,
+}
+
+/// Forward, loss and backward of one (shard of a) micro-batch on `model` (on `device`), then
+/// the memory commit. `weight`: the factor of this shard's loss in the batch loss (`None`: the
+/// whole batch, loss used as is).
+fn shard_step(
+    model: &HippoFormer,
+    batch: &SegmentBatch,
+    mem: MemoryState,
+    device: &Device,
+    weight: Option<f64>,
+    step: usize,
+    last_checkpoint: &Option<PathBuf>,
+) -> Result<ShardOut> {
+    let mem = reset_rows(mem, batch)?;
+    let (ids, valid, targets) = batch_tensors(batch, device);
+    let out = model.forward(ids, valid, &mem)?;
+    let terms = model.loss(&out, targets);
+    let parts = Tensor::cat(
+        vec![
+            terms.total.clone(),
+            terms.lm.clone(),
+            terms.salience_weighted.clone(),
+            terms.sparsity.clone(),
+            terms.memory_util.clone(),
+            terms.drift_reg.clone(),
+        ],
+        0,
+    );
+    let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
+    let mut values = [0.0; 6];
+    for (dst, src) in values.iter_mut().zip(&v) {
+        *dst = *src;
+    }
+    if !values[0].is_finite() {
+        return Err(TrainError::NonFinite {
+            step,
+            what: "loss",
+            value: values[0],
+            last_checkpoint: last_checkpoint.clone(),
+        });
+    }
+    let loss = match weight {
+        None => terms.total,
+        Some(w) => terms.total.mul_scalar(w),
+    };
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let (salience, tagged, _) = salience_summary(&out.salience.salience, &out.valid);
+    let drift = out
+        .drift
+        .as_ref()
+        .map_or(0.0, |d| model.drift.stats(d, &out.valid).mean_drift);
+    let mem = detach(model.commit(mem, &out)?.0);
+    let observed = weight.map(|_| (out.base_hidden.clone().detach(), out.valid.clone()));
+    Ok(ShardOut {
+        grads,
+        values,
+        salience,
+        tagged,
+        drift,
+        mem,
+        observed,
+    })
+}
+
 /// Micro-batch statistics summed over a step.
 #[derive(Default)]
 struct StepSums {
@@ -427,6 +577,22 @@ struct StepSums {
     micro: usize,
     tokens: u64,
     targets: usize,
+}
+
+impl StepSums {
+    /// Adds a shard's values: losses weighted by `w` (its share of the targets), per-token
+    /// statistics by `w_real` (its share of the real tokens).
+    fn add(&mut self, o: &ShardOut, w: f64, w_real: f64) {
+        self.loss += w * o.values[0];
+        self.lm += w * o.values[1];
+        self.salience_weighted += w * o.values[2];
+        self.sparsity += w * o.values[3];
+        self.memory_util += w * o.values[4];
+        self.drift_reg += w * o.values[5];
+        self.salience += w_real * o.salience;
+        self.tagged += w_real * o.tagged;
+        self.drift += w_real * o.drift;
+    }
 }
 
 /// Trains and returns the trained model with the summary (see the [module docs](self)).
@@ -526,6 +692,29 @@ pub fn train_model(
         tracing::info!(step, checkpoint = %dir.display(), "resumed");
     }
 
+    let devices: Vec<Device> = std::iter::once(ad.clone())
+        .chain(opts.extra_devices.iter().map(|d| {
+            if d.is_autodiff() {
+                d.clone()
+            } else {
+                d.clone().autodiff()
+            }
+        }))
+        .collect();
+    let distinct_devices = devices
+        .iter()
+        .enumerate()
+        .all(|(i, d)| !devices[..i].contains(d));
+    let mut shard_mems: Vec<MemoryState> = if devices.len() > 1 {
+        tracing::info!(devices = ?devices, "data-parallel training");
+        shard_rows(b, devices.len())
+            .zip(&devices)
+            .map(|(r, d)| mem_rows(&mem, r, d))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     std::fs::write(out_dir.join("config.toml"), model.config.to_toml())
         .map_err(|e| io(&out_dir.join("config.toml"), e))?;
     let mut metrics = MetricsWriter::open(&out_dir.join("metrics.jsonl"), resumed_from)?;
@@ -597,63 +786,116 @@ pub fn train_model(
         let mut sums = StepSums::default();
         while sums.micro < opts.grad_accum {
             let Some(batch) = batcher.next() else { break };
-            mem = reset_rows(mem, &batch)?;
-            let (ids, valid, targets) = batch_tensors(&batch, &ad);
             if !calibrated {
-                let h = model.base.hidden_states(ids.clone(), None).detach();
+                let (ids, valid, _) = batch_tensors(&batch, &ad);
+                let h = model.base.hidden_states(ids, None).detach();
                 model
                     .drift
-                    .calibrate(h, valid.clone())
+                    .calibrate(h, valid)
                     .map_err(|e| TrainError::Model(e.into()))?;
                 calibrated = model.drift.anchor_count() > 0;
             }
-            let out = model.forward(ids, valid, &mem)?;
-            let terms = model.loss(&out, targets);
-            let parts = Tensor::cat(
-                vec![
-                    terms.total.clone(),
-                    terms.lm.clone(),
-                    terms.salience_weighted.clone(),
-                    terms.sparsity.clone(),
-                    terms.memory_util.clone(),
-                    terms.drift_reg.clone(),
-                ],
-                0,
-            );
-            let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
-            let total = v.first().copied().unwrap_or(f64::NAN);
-            if !total.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step,
-                    what: "loss",
-                    value: total,
-                    last_checkpoint,
-                });
+            if devices.len() == 1 {
+                let out = shard_step(&model, &batch, mem, &ad, None, step, &last_checkpoint)?;
+                sums.add(&out, 1.0, 1.0);
+                accum.accumulate(&model, out.grads);
+                mem = out.mem;
+            } else {
+                let replicas: Vec<HippoFormer> = devices
+                    .iter()
+                    .map(|d| {
+                        let mut r = if *d == ad {
+                            model.clone()
+                        } else {
+                            model.clone().fork(d)
+                        };
+                        // Running statistics are updated once, below, from the whole batch.
+                        r.drift.track_running_stats = false;
+                        r
+                    })
+                    .collect();
+                let targets = batch.num_targets().max(1) as f64;
+                let real = batch.num_valid().max(1) as f64;
+                let shards: Vec<SegmentBatch> = shard_rows(b, devices.len())
+                    .map(|r| batch.rows(r))
+                    .collect();
+                let mems = std::mem::take(&mut shard_mems);
+                let weights: Vec<f64> = shards
+                    .iter()
+                    .map(|sb| sb.num_targets() as f64 / targets)
+                    .collect();
+                let lc = &last_checkpoint;
+                let results: Vec<Result<ShardOut>> = if distinct_devices {
+                    // One thread per device; each replica has its own autodiff graph.
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = shards
+                            .iter()
+                            .zip(&replicas)
+                            .zip(mems)
+                            .zip(&devices)
+                            .zip(&weights)
+                            .map(|((((sb, rep), m), d), &w)| {
+                                scope.spawn(move || shard_step(rep, sb, m, d, Some(w), step, lc))
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(TrainError::Options(
+                                        "a data-parallel worker thread panicked".into(),
+                                    ))
+                                })
+                            })
+                            .collect()
+                    })
+                } else {
+                    // Replicas on a shared device share their parameters' autodiff leaves, and
+                    // Burn's autodiff graph cannot be built from two threads over shared
+                    // leaves: run the shards one after the other (same arithmetic).
+                    shards
+                        .iter()
+                        .zip(&replicas)
+                        .zip(mems)
+                        .zip(&devices)
+                        .zip(&weights)
+                        .map(|((((sb, rep), m), d), &w)| {
+                            shard_step(rep, sb, m, d, Some(w), step, lc)
+                        })
+                        .collect()
+                };
+                let mut observed = Vec::new();
+                for (r, sb) in results.into_iter().zip(&shards) {
+                    let mut out = r?;
+                    if let Some((h, v)) = out.observed.take() {
+                        observed.push((h.to_device(&ad), v.to_device(&ad)));
+                    }
+                    sums.add(
+                        &out,
+                        sb.num_targets() as f64 / targets,
+                        sb.num_valid() as f64 / real,
+                    );
+                    accum.accumulate(&model, out.grads.to_device(&ad, &model));
+                    shard_mems.push(out.mem);
+                }
+                if model.config.drift && !observed.is_empty() {
+                    let (h, v): (Vec<_>, Vec<_>) = observed.into_iter().unzip();
+                    model
+                        .drift
+                        .observe(Tensor::cat(h, 0), Tensor::cat(v, 0))
+                        .map_err(|e| TrainError::Model(e.into()))?;
+                }
             }
-            let grads = GradientsParams::from_grads(terms.total.backward(), &model);
-            accum.accumulate(&model, grads);
-            let (ms, tr, _) = salience_summary(&out.salience.salience, &out.valid);
-            let md = out
-                .drift
-                .as_ref()
-                .map_or(0.0, |d| model.drift.stats(d, &out.valid).mean_drift);
-            sums.loss += total;
-            sums.lm += v.get(1).copied().unwrap_or(0.0);
-            sums.salience_weighted += v.get(2).copied().unwrap_or(0.0);
-            sums.sparsity += v.get(3).copied().unwrap_or(0.0);
-            sums.memory_util += v.get(4).copied().unwrap_or(0.0);
-            sums.drift_reg += v.get(5).copied().unwrap_or(0.0);
-            sums.salience += ms;
-            sums.tagged += tr;
-            sums.drift += md;
             sums.tokens += batch.num_valid() as u64;
-            sums.targets += terms.tokens;
-            mem = detach(model.commit(mem, &out)?.0);
+            sums.targets += batch.num_targets();
             sums.micro += 1;
         }
         if sums.micro == 0 {
             tracing::info!(step, "the training data is exhausted");
             break;
+        }
+        if devices.len() > 1 {
+            mem = mem_cat(&shard_mems, &ad);
         }
         let n = sums.micro as f64;
         let (grads, grad_norm) =

@@ -98,6 +98,7 @@ fn opts(dir: &Path) -> TrainOptions {
         resume: false,
         log_every: 100,
         stop_at_step: None,
+        extra_devices: Vec::new(),
     }
 }
 
@@ -508,4 +509,134 @@ fn model_checkpoint_round_trip_is_exact_and_excludes_the_base() {
         BaseRef::of(&other).unwrap().fingerprint,
         BaseRef::of(&base_dir()).unwrap().fingerprint
     );
+}
+
+/// No dropout (the device RNG is process-global, so its draws would depend on thread timing).
+fn dp_config(aux: bool) -> HippoFormerConfig {
+    let w = if aux { 1.0 } else { 0.0 };
+    HippoFormerConfig {
+        salience_dropout: 0.0,
+        fusion_dropout: 0.0,
+        salience_weighted_weight: 0.5 * w,
+        sparsity_weight: 0.1 * w,
+        memory_util_weight: 0.01 * w,
+        drift_reg_weight: 0.001 * w,
+        ..config()
+    }
+}
+
+fn run_with(cfg: HippoFormerConfig, o: &TrainOptions) -> (HippoFormer, trainer::TrainSummary) {
+    trainer::train_model(
+        base(),
+        &base_dir(),
+        cfg,
+        corpus(8, Split::Train),
+        None,
+        o,
+        &device(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn data_parallel_over_two_replicas_matches_one_device() {
+    // Two replicas on the one CPU device (Burn's CPU backends expose a single device): the
+    // batch's two streams are split one per replica, each with its own memory, and the
+    // target-weighted shard gradients are summed. With only the LM loss (token-mean, so it
+    // decomposes exactly over shards) the run follows the single-device run up to float
+    // summation order.
+    let _g = serial();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let o = |dir: &Path, extra: usize| TrainOptions {
+        max_steps: Some(5),
+        extra_devices: vec![device(); extra],
+        ..opts(dir)
+    };
+    let (_, one) = run_with(dp_config(false), &o(dirs[0].path(), 0));
+    let (_, two) = run_with(dp_config(false), &o(dirs[1].path(), 1));
+    assert_eq!(one.steps, 5);
+    assert_eq!(two.steps, 5);
+    assert_eq!(one.tokens, two.tokens, "both runs see every token");
+    for ((s, a), (_, b)) in one.train_loss.iter().zip(&two.train_loss) {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+            "step {s}: one device {a}, two replicas {b}"
+        );
+    }
+    // The tolerance discriminates: updates 5% larger (lr × 1.05) drift outside it.
+    let (_, other) = run_with(
+        dp_config(false),
+        &TrainOptions {
+            lr: 3e-3 * 1.05,
+            ..o(dirs[2].path(), 0)
+        },
+    );
+    let differs = one
+        .train_loss
+        .iter()
+        .zip(&other.train_loss)
+        .any(|((_, a), (_, b))| (a - b).abs() > 1e-4 * a.abs().max(1.0));
+    assert!(differs, "the comparison above cannot tell runs apart");
+}
+
+#[test]
+fn data_parallel_with_every_loss_term_resumes_exactly() {
+    let _g = serial();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let o = |dir: &Path| TrainOptions {
+        batch_size: 3,
+        max_steps: Some(6),
+        checkpoint_every: 3,
+        extra_devices: vec![device()],
+        ..opts(dir)
+    };
+    let (straight, sa) = run_with(dp_config(true), &o(a.path()));
+    let _ = run_with(
+        dp_config(true),
+        &TrainOptions {
+            stop_at_step: Some(3),
+            ..o(b.path())
+        },
+    );
+    let (resumed, sb) = run_with(
+        dp_config(true),
+        &TrainOptions {
+            resume: true,
+            ..o(b.path())
+        },
+    );
+    assert_eq!(sb.resumed_from, Some(3));
+    assert_eq!(sa.steps, 6);
+    for ((pa, va), (pb, vb)) in tensors(&straight).iter().zip(&tensors(&resumed)) {
+        assert_eq!(pa, pb);
+        let same = va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{pa} differs after a data-parallel resume");
+    }
+    // The metrics have every auxiliary term and a filled buffer statistic.
+    let m = read_metrics(a.path());
+    assert_eq!(m.len(), 6);
+    assert!(m.iter().all(|l| l["sparsity"].as_f64().unwrap() > 0.0));
+}
+
+#[test]
+fn data_parallel_needs_a_stream_per_device() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = trainer::train_model(
+        base(),
+        &base_dir(),
+        config(),
+        corpus(8, Split::Train),
+        None,
+        &TrainOptions {
+            batch_size: 2,
+            extra_devices: vec![device(); 2],
+            ..opts(tmp.path())
+        },
+        &device(),
+    )
+    .err()
+    .expect("3 devices for 2 streams must be refused");
+    assert!(err.to_string().contains("batch_size ≥ 3"), "{err}");
 }

@@ -243,6 +243,19 @@ impl SegmentBatch {
         self.input_ids.first().map_or(0, Vec::len)
     }
 
+    /// The rows `rows` of this batch, as a batch of their own (data-parallel shards).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> SegmentBatch {
+        SegmentBatch {
+            input_ids: self.input_ids[rows.clone()].to_vec(),
+            targets: self.targets[rows.clone()].to_vec(),
+            valid: self.valid[rows.clone()].to_vec(),
+            reset: self.reset[rows.clone()].to_vec(),
+            doc_index: self.doc_index[rows.clone()].to_vec(),
+            segment_index: self.segment_index[rows].to_vec(),
+            epoch: self.epoch,
+        }
+    }
+
     /// Positions with a target (the loss's denominator); can be 0.
     pub fn num_targets(&self) -> usize {
         self.targets
