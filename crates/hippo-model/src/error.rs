@@ -31,6 +31,25 @@ pub enum HippoError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor of a reference checkpoint does not fit the model it is imported into.
+    #[error(
+        "reference checkpoint {path}: `{key}` has shape {found:?}, which does not give our \
+         `{ours}` its shape {expected:?} (rule: {rule})"
+    )]
+    ImportShape {
+        /// The checkpoint path.
+        path: String,
+        /// The reference key.
+        key: String,
+        /// Its shape in the checkpoint.
+        found: Vec<usize>,
+        /// Our parameter path.
+        ours: String,
+        /// Our parameter's shape.
+        expected: Vec<usize>,
+        /// The conversion rule.
+        rule: String,
+    },
     /// Invalid input to a call.
     #[error("invalid input: {0}")]
     InvalidInput(String),
