@@ -75,7 +75,7 @@ use burn::store::pytorch_reader::{self, PickleValue, PytorchReader};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::TensorData;
 
-use crate::error::{HippoError, Result};
+use crate::error::{HippoError, Result, ShapeMismatch};
 use crate::model::HippoFormer;
 
 /// Key prefix of the reference's model inside its checkpoint file.
@@ -189,9 +189,15 @@ impl fmt::Display for ImportReport {
             }
             Ok(())
         };
-        section("NOT IN CHECKPOINT (kept as they are)", &self.not_in_checkpoint)?;
+        section(
+            "NOT IN CHECKPOINT (kept as they are)",
+            &self.not_in_checkpoint,
+        )?;
         section("no counterpart in the reference", &self.no_counterpart)?;
-        section("checkpoint tensors not imported", &self.unused_in_checkpoint)?;
+        section(
+            "checkpoint tensors not imported",
+            &self.unused_in_checkpoint,
+        )?;
         if !self.config_checked.is_empty() {
             writeln!(f, "config checked: {}", self.config_checked.join(", "))?;
         }
@@ -204,29 +210,117 @@ impl fmt::Display for ImportReport {
 
 /// Fixed-name tensors: (our path, reference key, rule).
 const TABLE: &[(&str, &str, Rule)] = &[
-    ("gate.local_in.weight", "salience_gate.local_gate.0.weight", Rule::Transpose),
-    ("gate.local_in.bias", "salience_gate.local_gate.0.bias", Rule::Copy),
-    ("gate.local_mid.weight", "salience_gate.local_gate.3.weight", Rule::Transpose),
-    ("gate.local_mid.bias", "salience_gate.local_gate.3.bias", Rule::Copy),
-    ("gate.local_out.weight", "salience_gate.local_gate.5.weight", Rule::Transpose),
-    ("gate.local_out.bias", "salience_gate.local_gate.5.bias", Rule::Copy),
-    ("gate.query.weight", "salience_gate.global_query.weight", Rule::Transpose),
-    ("gate.query.bias", "salience_gate.global_query.bias", Rule::Copy),
-    ("gate.key.weight", "salience_gate.global_key.weight", Rule::Transpose),
+    (
+        "gate.local_in.weight",
+        "salience_gate.local_gate.0.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.local_in.bias",
+        "salience_gate.local_gate.0.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.local_mid.weight",
+        "salience_gate.local_gate.3.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.local_mid.bias",
+        "salience_gate.local_gate.3.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.local_out.weight",
+        "salience_gate.local_gate.5.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.local_out.bias",
+        "salience_gate.local_gate.5.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.query.weight",
+        "salience_gate.global_query.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.query.bias",
+        "salience_gate.global_query.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.key.weight",
+        "salience_gate.global_key.weight",
+        Rule::Transpose,
+    ),
     ("gate.key.bias", "salience_gate.global_key.bias", Rule::Copy),
-    ("gate.value.weight", "salience_gate.global_value.weight", Rule::Transpose),
-    ("gate.value.bias", "salience_gate.global_value.bias", Rule::Copy),
-    ("gate.global_out.weight", "salience_gate.global_proj.weight", Rule::Transpose),
-    ("gate.global_out.bias", "salience_gate.global_proj.bias", Rule::Copy),
-    ("gate.pathway_logit", "salience_gate.pathway_weight", Rule::Copy),
-    ("gate.smoothing", "salience_gate.temporal_smooth.weight", Rule::Reversed),
-    ("gate.threshold", "salience_gate.threshold", Rule::MinusConvBias),
-    ("memory.key_proj.weight", "memory_consolidator.key_proj.weight", Rule::Transpose),
-    ("memory.key_proj.bias", "memory_consolidator.key_proj.bias", Rule::Copy),
-    ("memory.value_proj.weight", "memory_consolidator.value_proj.weight", Rule::Transpose),
-    ("memory.value_proj.bias", "memory_consolidator.value_proj.bias", Rule::Copy),
-    ("memory.query_proj.weight", "memory_consolidator.query_proj.weight", Rule::Transpose),
-    ("memory.query_proj.bias", "memory_consolidator.query_proj.bias", Rule::Copy),
+    (
+        "gate.value.weight",
+        "salience_gate.global_value.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.value.bias",
+        "salience_gate.global_value.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.global_out.weight",
+        "salience_gate.global_proj.weight",
+        Rule::Transpose,
+    ),
+    (
+        "gate.global_out.bias",
+        "salience_gate.global_proj.bias",
+        Rule::Copy,
+    ),
+    (
+        "gate.pathway_logit",
+        "salience_gate.pathway_weight",
+        Rule::Copy,
+    ),
+    (
+        "gate.smoothing",
+        "salience_gate.temporal_smooth.weight",
+        Rule::Reversed,
+    ),
+    (
+        "gate.threshold",
+        "salience_gate.threshold",
+        Rule::MinusConvBias,
+    ),
+    (
+        "memory.key_proj.weight",
+        "memory_consolidator.key_proj.weight",
+        Rule::Transpose,
+    ),
+    (
+        "memory.key_proj.bias",
+        "memory_consolidator.key_proj.bias",
+        Rule::Copy,
+    ),
+    (
+        "memory.value_proj.weight",
+        "memory_consolidator.value_proj.weight",
+        Rule::Transpose,
+    ),
+    (
+        "memory.value_proj.bias",
+        "memory_consolidator.value_proj.bias",
+        Rule::Copy,
+    ),
+    (
+        "memory.query_proj.weight",
+        "memory_consolidator.query_proj.weight",
+        Rule::Transpose,
+    ),
+    (
+        "memory.query_proj.bias",
+        "memory_consolidator.query_proj.bias",
+        Rule::Copy,
+    ),
     (
         "memory.consolidation_proj.weight",
         "memory_consolidator.consolidation_proj.weight",
@@ -235,21 +329,81 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("drift.a", "drift_calibrator.affine_A", Rule::Copy),
     ("drift.b", "drift_calibrator.affine_b", Rule::Copy),
     ("drift.anchors", "drift_calibrator.anchors", Rule::Copy),
-    ("drift.anchor_valid", "drift_calibrator.anchor_initialized", Rule::Flag),
-    ("drift.running_mean", "drift_calibrator.running_mean", Rule::Copy),
-    ("drift.running_var", "drift_calibrator.running_var", Rule::Copy),
-    ("fusion.q_proj.weight", "output_fusion.cross_attn.in_proj_weight", Rule::InProjRows(0)),
-    ("fusion.k_proj.weight", "output_fusion.cross_attn.in_proj_weight", Rule::InProjRows(1)),
-    ("fusion.v_proj.weight", "output_fusion.cross_attn.in_proj_weight", Rule::InProjRows(2)),
-    ("fusion.q_proj.bias", "output_fusion.cross_attn.in_proj_bias", Rule::InProjThird(0)),
-    ("fusion.k_proj.bias", "output_fusion.cross_attn.in_proj_bias", Rule::InProjThird(1)),
-    ("fusion.v_proj.bias", "output_fusion.cross_attn.in_proj_bias", Rule::InProjThird(2)),
-    ("fusion.out_proj.weight", "output_fusion.cross_attn.out_proj.weight", Rule::Transpose),
-    ("fusion.out_proj.bias", "output_fusion.cross_attn.out_proj.bias", Rule::Copy),
-    ("fusion.gate_in.weight", "output_fusion.gate.0.weight", Rule::Transpose),
-    ("fusion.gate_in.bias", "output_fusion.gate.0.bias", Rule::Copy),
-    ("fusion.gate_out.weight", "output_fusion.gate.2.weight", Rule::BroadcastColumns),
-    ("fusion.gate_out.bias", "output_fusion.gate.2.bias", Rule::BroadcastBias),
+    (
+        "drift.anchor_valid",
+        "drift_calibrator.anchor_initialized",
+        Rule::Flag,
+    ),
+    (
+        "drift.running_mean",
+        "drift_calibrator.running_mean",
+        Rule::Copy,
+    ),
+    (
+        "drift.running_var",
+        "drift_calibrator.running_var",
+        Rule::Copy,
+    ),
+    (
+        "fusion.q_proj.weight",
+        "output_fusion.cross_attn.in_proj_weight",
+        Rule::InProjRows(0),
+    ),
+    (
+        "fusion.k_proj.weight",
+        "output_fusion.cross_attn.in_proj_weight",
+        Rule::InProjRows(1),
+    ),
+    (
+        "fusion.v_proj.weight",
+        "output_fusion.cross_attn.in_proj_weight",
+        Rule::InProjRows(2),
+    ),
+    (
+        "fusion.q_proj.bias",
+        "output_fusion.cross_attn.in_proj_bias",
+        Rule::InProjThird(0),
+    ),
+    (
+        "fusion.k_proj.bias",
+        "output_fusion.cross_attn.in_proj_bias",
+        Rule::InProjThird(1),
+    ),
+    (
+        "fusion.v_proj.bias",
+        "output_fusion.cross_attn.in_proj_bias",
+        Rule::InProjThird(2),
+    ),
+    (
+        "fusion.out_proj.weight",
+        "output_fusion.cross_attn.out_proj.weight",
+        Rule::Transpose,
+    ),
+    (
+        "fusion.out_proj.bias",
+        "output_fusion.cross_attn.out_proj.bias",
+        Rule::Copy,
+    ),
+    (
+        "fusion.gate_in.weight",
+        "output_fusion.gate.0.weight",
+        Rule::Transpose,
+    ),
+    (
+        "fusion.gate_in.bias",
+        "output_fusion.gate.0.bias",
+        Rule::Copy,
+    ),
+    (
+        "fusion.gate_out.weight",
+        "output_fusion.gate.2.weight",
+        Rule::BroadcastColumns,
+    ),
+    (
+        "fusion.gate_out.bias",
+        "output_fusion.gate.2.bias",
+        Rule::BroadcastBias,
+    ),
     ("fusion.norm.gamma", "output_fusion.norm.weight", Rule::Copy),
     ("fusion.norm.beta", "output_fusion.norm.bias", Rule::Copy),
 ];
@@ -281,7 +435,9 @@ fn unused_reason(key: &str) -> String {
         "memory_consolidator.consolidation_proj.bias" => {
             "our consolidation projection has no bias".into()
         }
-        "drift_calibrator.n_updates" | "drift_calibrator.drift_history" | "drift_calibrator.drift_ptr" => {
+        "drift_calibrator.n_updates"
+        | "drift_calibrator.drift_history"
+        | "drift_calibrator.drift_ptr" => {
             format!("logging counter `{last}`: not part of our calibrator")
         }
         "salience_gate.importance_lo" => {
@@ -318,7 +474,12 @@ fn parse_peft_lora(key: &str) -> Option<LoraKey> {
 /// `base.layers.N.{self_attn,mlp}.P.weight.lora.{a,b}` → its parts.
 fn parse_our_lora(path: &str) -> Option<LoraKey> {
     let seg: Vec<&str> = path.split('.').collect();
-    if seg.len() != 8 || seg[0] != "base" || seg[1] != "layers" || seg[5] != "weight" || seg[6] != "lora" {
+    if seg.len() != 8
+        || seg[0] != "base"
+        || seg[1] != "layers"
+        || seg[5] != "weight"
+        || seg[6] != "lora"
+    {
         return None;
     }
     let factor = match seg[7] {
@@ -326,7 +487,12 @@ fn parse_our_lora(path: &str) -> Option<LoraKey> {
         "b" => 'B',
         _ => return None,
     };
-    Some((seg[2].parse().ok()?, seg[3].to_string(), seg[4].to_string(), factor))
+    Some((
+        seg[2].parse().ok()?,
+        seg[3].to_string(),
+        seg[4].to_string(),
+        factor,
+    ))
 }
 
 /// The checkpoint's tensors.
@@ -458,10 +624,22 @@ fn check_config(
 ) -> Result<()> {
     let c = &model.config;
     let mut numbers: Vec<(&str, f64, &str)> = vec![
-        ("salience_n_heads", c.salience_n_heads as f64, "salience_n_heads"),
-        ("salience_min_duration", c.salience_min_duration as f64, "salience_min_duration"),
+        (
+            "salience_n_heads",
+            c.salience_n_heads as f64,
+            "salience_n_heads",
+        ),
+        (
+            "salience_min_duration",
+            c.salience_min_duration as f64,
+            "salience_min_duration",
+        ),
         ("fusion_n_heads", c.fusion_n_heads as f64, "fusion_n_heads"),
-        ("untagged_weight", c.importance_range[0], "importance_range[0]"),
+        (
+            "untagged_weight",
+            c.importance_range[0],
+            "importance_range[0]",
+        ),
     ];
     if c.use_lora {
         numbers.push(("lora_r", c.lora_r as f64, "lora_r"));
@@ -507,7 +685,7 @@ fn check_config(
 ///
 /// # Errors
 ///
-/// [`HippoError::ImportShape`] when a tensor's shape does not fit (naming both shapes);
+/// [`HippoError::ImportShape`] ([`ShapeMismatch`]) when a tensor's shape does not fit (naming both shapes);
 /// [`HippoError::Checkpoint`] when the file cannot be read or its `config` disagrees with ours
 /// on a value that shapes the math (LoRA r and α, heads, smoothing width, importance range).
 pub fn import_reference(model: &mut HippoFormer, path: &Path) -> Result<ImportReport> {
@@ -554,7 +732,8 @@ pub fn import_reference(model: &mut HippoFormer, path: &Path) -> Result<ImportRe
         .keys()
         .filter_map(|k| parse_peft_lora(k).map(|p| (p, k.clone())))
         .collect();
-    let table: HashMap<&str, (&str, Rule)> = TABLE.iter().map(|(o, r, rule)| (*o, (*r, *rule))).collect();
+    let table: HashMap<&str, (&str, Rule)> =
+        TABLE.iter().map(|(o, r, rule)| (*o, (*r, *rule))).collect();
 
     let ours: BTreeMap<String, Vec<usize>> = model
         .collect(None, None, false)
@@ -620,14 +799,14 @@ pub fn import_reference(model: &mut HippoFormer, path: &Path) -> Result<ImportRe
         let fits = convert(rule, &shape, &values, extra.as_deref(), our_shape)
             .filter(|(s, _)| s == our_shape);
         let Some((s, v)) = fits else {
-            return Err(HippoError::ImportShape {
+            return Err(HippoError::ImportShape(Box::new(ShapeMismatch {
                 path: path.display().to_string(),
                 key: reference,
                 found: shape,
                 ours: our.clone(),
                 expected: our_shape.clone(),
                 rule: rule.to_string(),
-            });
+            })));
         };
         tensors.push(bridge::from_data(TensorData::new(v, s), our.clone(), None));
         used.insert(reference.clone());

@@ -33,6 +33,9 @@ pub const DRIFT_STATE: [&str; 4] = [
     "drift.running_var",
 ];
 
+/// A parameter's report row and treatment (`None` outside the model's modules).
+pub type ParamClass = Option<(&'static str, ParamKind)>;
+
 /// The rows of the report, in order.
 pub const MODULES: [&str; 6] = ["base", "lora", "gate", "drift", "memory", "fusion"];
 
@@ -135,7 +138,12 @@ impl fmt::Display for ParamReport {
         } else {
             100.0 * total.trainable as f64 / total.total() as f64
         };
-        write!(f, "trainable: {} of {} ({share:.3}%)", total.trainable, total.total())
+        write!(
+            f,
+            "trainable: {} of {} ({share:.3}%)",
+            total.trainable,
+            total.total()
+        )
     }
 }
 
@@ -163,7 +171,7 @@ impl ModuleVisitor for Paths {
 impl HippoFormer {
     /// The module (report row) and treatment of the parameter at `path` under this model's
     /// config. `None` for a path outside the model's modules.
-    pub fn classify_param(&self, path: &str) -> Option<(&'static str, ParamKind)> {
+    pub fn classify_param(&self, path: &str) -> ParamClass {
         let c = &self.config;
         let on = |active: bool| {
             if active {
@@ -192,7 +200,7 @@ impl HippoFormer {
     /// Every float tensor's path, element count and treatment (see [`classify_param`]).
     ///
     /// [`classify_param`]: Self::classify_param
-    pub fn parameter_list(&self) -> Vec<(String, usize, Option<(&'static str, ParamKind)>)> {
+    pub fn parameter_list(&self) -> Vec<(String, usize, ParamClass)> {
         let mut v = Paths {
             path: Vec::new(),
             found: Vec::new(),

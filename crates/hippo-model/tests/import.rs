@@ -61,7 +61,10 @@ fn ours(model: &HippoFormer) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
             let name = t.name.clone();
             let data = bridge::into_data(t).unwrap();
             let shape = data.shape().to_vec();
-            (name, (shape, data.convert::<f32>().try_to_vec::<f32>().unwrap()))
+            (
+                name,
+                (shape, data.convert::<f32>().try_to_vec::<f32>().unwrap()),
+            )
         })
         .collect()
 }
@@ -81,7 +84,11 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
 
     assert!(report.is_complete(), "{report}");
     assert!(report.not_in_checkpoint.is_empty());
-    let no_counterpart: Vec<&str> = report.no_counterpart.iter().map(|s| s.name.as_str()).collect();
+    let no_counterpart: Vec<&str> = report
+        .no_counterpart
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert_eq!(no_counterpart, ["fusion.alpha"]);
     assert_eq!(report.step, Some(json["step"].as_i64().unwrap()));
 
@@ -99,7 +106,12 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
     assert_eq!(mapped.iter().filter(|p| p.contains(".lora.")).count(), 16);
 
     // Every checkpoint key is either used or named with a reason; none is unknown.
-    let keys: BTreeSet<String> = json["tensors"].as_object().unwrap().keys().cloned().collect();
+    let keys: BTreeSet<String> = json["tensors"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let mut used: BTreeSet<String> = report.mapped.iter().map(|x| x.reference.clone()).collect();
     used.insert("salience_gate.temporal_smooth.bias".into());
     let unused: BTreeSet<String> = report
@@ -144,7 +156,12 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
             .filter(|s| s.name.starts_with("base_model."))
             .all(|s| s.reason.starts_with("frozen base weight"))
     );
-    for key in ["lora_r", "lora_alpha", "lora_target_modules", "importance_hi"] {
+    for key in [
+        "lora_r",
+        "lora_alpha",
+        "lora_target_modules",
+        "importance_hi",
+    ] {
         assert!(report.config_checked.iter().any(|c| c == key), "{key}");
     }
 }
@@ -177,7 +194,10 @@ fn imported_values_equal_the_fixture() {
         let (shape, values) = &after[&x.ours];
         let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
         let what = format!("{} → {}", x.reference, x.ours);
-        assert_ne!(values, &before[&x.ours].1, "{what}: unchanged by the import");
+        assert_ne!(
+            values, &before[&x.ours].1,
+            "{what}: unchanged by the import"
+        );
         match x.rule {
             Rule::Copy => {
                 close(sum, ref_sum, &what);
@@ -244,11 +264,19 @@ fn imported_values_equal_the_fixture() {
     for (key, parts) in [
         (
             "output_fusion.cross_attn.in_proj_weight",
-            ["fusion.q_proj.weight", "fusion.k_proj.weight", "fusion.v_proj.weight"],
+            [
+                "fusion.q_proj.weight",
+                "fusion.k_proj.weight",
+                "fusion.v_proj.weight",
+            ],
         ),
         (
             "output_fusion.cross_attn.in_proj_bias",
-            ["fusion.q_proj.bias", "fusion.k_proj.bias", "fusion.v_proj.bias"],
+            [
+                "fusion.q_proj.bias",
+                "fusion.k_proj.bias",
+                "fusion.v_proj.bias",
+            ],
         ),
     ] {
         let total: f64 = parts
@@ -269,13 +297,21 @@ fn lora_delta_is_b_a_scaled_by_alpha_over_r() {
     let checks = &reference_json()["checks"];
     let w = &m.base.layers[0].self_attn.q_proj.weight;
     let adapter = w.adapter().expect("q_proj carries a LoRA adapter");
-    close(adapter.scale, checks["lora_scaling"].as_f64().unwrap(), "scale");
+    close(
+        adapter.scale,
+        checks["lora_scaling"].as_f64().unwrap(),
+        "scale",
+    );
     // Merged minus frozen base = the effective delta [in, out].
     let delta: Tensor<2> = w.val() - w.base();
     let [rows, cols] = delta.dims();
     let values = delta.to_data().try_to_vec::<f32>().unwrap();
     let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
-    close(sum, checks["layer0_q_delta_in_out_sum"].as_f64().unwrap(), "delta sum");
+    close(
+        sum,
+        checks["layer0_q_delta_in_out_sum"].as_f64().unwrap(),
+        "delta sum",
+    );
     let row: Vec<f64> = checks["layer0_q_delta_in_out_first_row"]
         .as_array()
         .unwrap()
@@ -303,13 +339,14 @@ fn a_shape_mismatch_names_the_tensor_and_both_shapes() {
     let before = ours(&m);
     let err = import_reference(&mut m, &fixture("hippoformer_ref.pt")).unwrap_err();
     match &err {
-        HippoError::ImportShape {
-            key,
-            found,
-            ours: path,
-            expected,
-            ..
-        } => {
+        HippoError::ImportShape(e) => {
+            let hippo_model::error::ShapeMismatch {
+                key,
+                found,
+                ours: path,
+                expected,
+                ..
+            } = e.as_ref();
             assert_eq!(key, "drift_calibrator.anchors");
             assert_eq!(found, &[8, 64]);
             assert_eq!(path, "drift.anchors");
@@ -318,7 +355,12 @@ fn a_shape_mismatch_names_the_tensor_and_both_shapes() {
         other => panic!("expected a shape error, got {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("drift_calibrator.anchors") && text.contains("[8, 64]") && text.contains("[4, 64]"), "{text}");
+    assert!(
+        text.contains("drift_calibrator.anchors")
+            && text.contains("[8, 64]")
+            && text.contains("[4, 64]"),
+        "{text}"
+    );
     // Nothing was applied.
     assert_eq!(ours(&m), before);
 }
@@ -331,7 +373,10 @@ fn a_lora_scale_mismatch_is_refused() {
     });
     let err = import_reference(&mut m, &fixture("hippoformer_ref.pt")).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("lora_alpha") && text.contains('8') && text.contains("16"), "{text}");
+    assert!(
+        text.contains("lora_alpha") && text.contains('8') && text.contains("16"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -346,11 +391,18 @@ fn unknown_and_missing_keys_are_reported() {
         .filter(|s| s.reason.starts_with("unknown key"))
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(unknown, ["salience_gate.extra_scale", "unknown_module.weight"]);
+    assert_eq!(
+        unknown,
+        ["salience_gate.extra_scale", "unknown_module.weight"]
+    );
     // The gate came in; every other module's tensors are named as missing.
     assert!(report.mapped.iter().all(|x| x.ours.starts_with("gate.")));
     assert_eq!(report.mapped.len(), 17);
-    let missing: Vec<&str> = report.not_in_checkpoint.iter().map(|s| s.name.as_str()).collect();
+    let missing: Vec<&str> = report
+        .not_in_checkpoint
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert!(missing.contains(&"fusion.gate_out.weight"));
     assert!(missing.contains(&"drift.a"));
     assert!(missing.contains(&"base.layers.3.self_attn.v_proj.weight.lora.b"));
@@ -444,13 +496,22 @@ fn parameter_report_matches_hand_counts_and_follows_the_config() {
     assert_eq!(row(&m, "fusion"), [e.fusion, 0, 0, 0]);
     let report = m.parameter_report();
     let total = report.total();
-    assert_eq!(total.trainable, e.lora + e.gate + e.drift + e.memory + e.fusion);
-    assert_eq!(total.total(), e.base + e.lora + e.gate + e.drift + e.drift_state + e.memory + e.fusion);
+    assert_eq!(
+        total.trainable,
+        e.lora + e.gate + e.drift + e.memory + e.fusion
+    );
+    assert_eq!(
+        total.total(),
+        e.base + e.lora + e.gate + e.drift + e.drift_state + e.memory + e.fusion
+    );
     // Every tensor belongs to a row, and the Display table names every row.
     assert!(m.parameter_list().iter().all(|(_, _, c)| c.is_some()));
     let text = report.to_string();
     for name in ["base", "lora", "gate", "drift", "memory", "fusion", "total"] {
-        assert!(text.lines().any(|l| l.starts_with(name)), "{name} in\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} in\n{text}"
+        );
     }
 
     // LoRA off, base frozen: no factors, the base still frozen.
@@ -475,7 +536,10 @@ fn parameter_report_matches_hand_counts_and_follows_the_config() {
     };
     let m = build(wide.clone());
     assert_eq!(row(&m, "lora"), [expected(&wide, &g).lora, 0, 0, 0]);
-    assert_eq!(expected(&wide, &g).lora, 4 * 8 * ((64 + 128) + 2 * (64 + 64)));
+    assert_eq!(
+        expected(&wide, &g).lora,
+        4 * 8 * ((64 + 128) + 2 * (64 + 64))
+    );
     // Ablations move their module to `inactive`.
     let m = build(HippoFormerConfig {
         drift: false,
@@ -557,5 +621,23 @@ fn report_classes_agree_with_burn_require_grad() {
             let trainable = matches!(kind, ParamKind::Trainable | ParamKind::Inactive);
             assert_eq!(requires, trainable, "{path}: {kind:?}");
         }
+    }
+}
+
+#[test]
+fn an_imported_model_round_trips_through_a_native_checkpoint() {
+    let device = Device::flex();
+    let base_dir = root().join("tiny-gemma3");
+    let mut m = model(config());
+    import_reference(&mut m, &fixture("hippoformer_ref.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base_ref = hippo_model::checkpoint::BaseRef::of(&base_dir).unwrap();
+    hippo_model::checkpoint::save(&m, dir.path(), 1234, &base_ref).unwrap();
+    let (loaded, meta) =
+        hippo_model::checkpoint::load(base(&device), &base_dir, dir.path(), &device).unwrap();
+    assert_eq!(meta.step, 1234);
+    let (a, b) = (ours(&m), ours(&loaded));
+    for (path, _, _) in m.parameter_list() {
+        assert_eq!(a[&path], b[&path], "{path}");
     }
 }
