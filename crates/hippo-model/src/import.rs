@@ -680,8 +680,8 @@ fn check_config(
 
 /// Imports the reference's checkpoint at `path` into `model` (see the module docs for the
 /// mapping). The file is `torch.save({"model_state_dict": …, "step": …, "config": …})` or a bare
-/// state dict. Every tensor is converted and shape-checked before any is applied: on error the
-/// model is unchanged.
+/// state dict. Every tensor is converted and checked (shape, config) before any is applied, so a shape
+/// or config error leaves the model unchanged.
 ///
 /// # Errors
 ///
