@@ -31,6 +31,9 @@ pub enum HippoError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor of a reference checkpoint does not fit the model it is imported into.
+    #[error(transparent)]
+    ImportShape(Box<ShapeMismatch>),
     /// Invalid input to a call.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -38,3 +41,24 @@ pub enum HippoError {
 
 /// Shorthand for results of this crate.
 pub type Result<T> = std::result::Result<T, HippoError>;
+
+/// A reference checkpoint tensor whose shape does not fit our parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "reference checkpoint {path}: `{key}` has shape {found:?}, which does not give our `{ours}` \
+     its shape {expected:?} (rule: {rule})"
+)]
+pub struct ShapeMismatch {
+    /// The checkpoint path.
+    pub path: String,
+    /// The reference key.
+    pub key: String,
+    /// Its shape in the checkpoint.
+    pub found: Vec<usize>,
+    /// Our parameter path.
+    pub ours: String,
+    /// Our parameter's shape.
+    pub expected: Vec<usize>,
+    /// The conversion rule.
+    pub rule: String,
+}

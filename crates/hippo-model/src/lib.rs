@@ -15,7 +15,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fusion;
+pub mod import;
 pub mod model;
+pub mod params;
 
 pub use config::{HippoFormerConfig, QueryMode, SalienceMode};
 pub use error::{HippoError, Result};

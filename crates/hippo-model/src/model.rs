@@ -137,14 +137,16 @@ impl HippoFormer {
             .with_temperature(config.soft_topk_temperature)
             .try_init(device)?;
         let fusion = OutputFusion::new(d, config.fusion_n_heads, config.fusion_dropout, device);
-        Ok(Self {
+        let model = Self {
             base,
             gate,
             drift,
             memory,
             fusion,
             config,
-        })
+        };
+        tracing::info!("HippoFormer parameters:\n{}", model.parameter_report());
+        Ok(model)
     }
 
     /// An empty memory state for `batch` streams.
