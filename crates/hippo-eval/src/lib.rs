@@ -15,6 +15,9 @@
 //! - Evaluation never writes to the model; HippoFormer's memory state lives in the evaluator and
 //!   starts empty for every document, so evaluating twice gives identical numbers.
 
+pub mod figures;
+pub mod stats;
+
 use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
