@@ -6,6 +6,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 bad input (usage, missing or malformed files).
 
+mod ablate;
 mod assets;
 mod audit;
 mod bench;
@@ -40,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Train HippoFormer on document streams (resumable).
     Train(train::TrainArgs),
+    /// Train and evaluate every ablation variant over several seeds; paired tests vs full.
+    Ablate(ablate::AblateArgs),
     /// Fetch the test assets, then run the whole test suite (release mode).
     Test(test::TestArgs),
     /// Check that logits at t never depend on later tokens, for a config and its ablations.
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test::run(args),
         Command::Train(args) => train::run(args),
+        Command::Ablate(args) => ablate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::AuditCausality(args) => audit::run(args),
         Command::ImportReference(args) => import::run(args),
