@@ -11,6 +11,7 @@ mod audit;
 mod bench;
 mod demo;
 mod device;
+mod eval;
 mod score;
 mod test;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Test(test::TestArgs),
     /// Check that logits at t never depend on later tokens, for a config and its ablations.
     AuditCausality(audit::AuditArgs),
+    /// Evaluate a checkpoint (or config) against its base: perplexities and the paper's metrics.
+    Eval(eval::EvalArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
         Command::AuditCausality(args) => audit::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
