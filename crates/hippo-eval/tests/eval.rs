@@ -227,7 +227,7 @@ fn word_and_byte_normalisation_by_hand() {
     assert!((r.token_ppl - std::f64::consts::E).abs() < 1e-12);
     assert!((r.word_ppl - 2.5f64.exp()).abs() < 1e-12); // exp(5 / 2)
     assert!((r.byte_ppl - std::f64::consts::E).abs() < 1e-12); // exp(5 / 5)
-    assert!((r.bits_per_byte - 1.442_695_040_888_963_4).abs() < 1e-12); // 1 / ln 2
+    assert!((r.bits_per_byte - std::f64::consts::LOG2_E).abs() < 1e-12); // 1 / ln 2
     // Segments of 2 targets: [1, 0.5], [2, 0.25], [1.25].
     assert_eq!(r.nll_by_segment, vec![Some(0.75), Some(1.125), Some(1.25)]);
     assert_eq!(r.tokens_by_segment, vec![2, 2, 1]);

@@ -57,7 +57,7 @@ fn content_function_ratio_by_hand() {
     };
     // BOS unscored; "mat" is two tokens, 0.9 and 0.5 → 0.7.
     let sal = vec![vec![f64::NAN, 0.1, 0.8, 0.6, 0.2, 0.3, 0.9, 0.5]];
-    let r = content_function_ratio(&[doc.clone()], &sal)
+    let r = content_function_ratio(std::slice::from_ref(&doc), &sal)
         .unwrap()
         .unwrap();
     assert_eq!((r.content_words, r.function_words), (3, 3));
