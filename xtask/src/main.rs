@@ -13,6 +13,7 @@ mod bench;
 mod demo;
 mod device;
 mod import;
+mod eval;
 mod score;
 mod test;
 mod train;
@@ -49,6 +50,8 @@ enum Command {
     AuditCausality(audit::AuditArgs),
     /// Import the reference implementation's PyTorch checkpoint into a native checkpoint.
     ImportReference(import::ImportArgs),
+    /// Evaluate a checkpoint (or config) against its base: perplexities and the paper's metrics.
+    Eval(eval::EvalArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::AuditCausality(args) => audit::run(args),
         Command::ImportReference(args) => import::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

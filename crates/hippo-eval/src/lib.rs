@@ -14,6 +14,18 @@
 //!   counts for neither).
 //! - Evaluation never writes to the model; HippoFormer's memory state lives in the evaluator and
 //!   starts empty for every document, so evaluating twice gives identical numbers.
+//! - [`evaluate_long_context`] scores the base model on the same targets with a longer rolling
+//!   window (an upper bound for what memory of earlier segments could recover).
+//!
+//! Every target of a document has one index `j` (it is `tokens[j + 1]`, predicted from the input
+//! at position `j`); it lies in segment `j / seq_len` at position `j % seq_len`, whatever the
+//! scorer, so segment-wise numbers of every scorer compare target by target.
+//!
+//! [`metrics`] derives the paper's metrics from a [`Trace`]; [`results`] holds a whole run
+//! (`results.json`) and its markdown table.
+
+pub mod metrics;
+pub mod results;
 
 pub mod figures;
 pub mod stats;
@@ -24,8 +36,13 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::Gemma;
 use hippo_model::HippoFormer;
-use hippo_train::data::{BatcherConfig, SegmentBatch, StreamBatcher, TokenizedCorpus};
-use serde::Serialize;
+use hippo_train::data::{
+    BatcherConfig, IGNORE_INDEX, SegmentBatch, Segments, StreamBatcher, TokenizedCorpus,
+};
+use serde::{Deserialize, Serialize};
+
+pub use metrics::{DocText, PaperMetrics};
+pub use results::{EvalMetadata, EvalResults};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +50,9 @@ pub enum EvalError {
     /// The model refused the input or failed.
     #[error(transparent)]
     Model(#[from] hippo_model::HippoError),
+    /// The base model refused the input or failed.
+    #[error(transparent)]
+    Gemma(#[from] hippo_gemma::GemmaError),
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] hippo_train::data::DataError),
@@ -43,6 +63,20 @@ pub enum EvalError {
          it anyway: every number will be labelled leaky"
     )]
     Leaky,
+    /// Options that cannot be honoured (named in the message).
+    #[error("bad evaluation options: {0}")]
+    Options(String),
+    /// Inputs that do not belong together (e.g. reports of different token streams).
+    #[error("inconsistent evaluation inputs: {0}")]
+    Inconsistent(String),
+    /// Reading or writing a results file failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Reading a tensor back failed.
     #[error("reading results back from the device: {0}")]
     Readback(String),
@@ -73,7 +107,9 @@ pub struct EvalOptions {
 }
 
 /// Totals of one scored stream set.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+///
+/// Means over an empty set (a segment index or position no document reaches) are `None`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PplReport {
     /// Documents scored.
     pub documents: usize,
@@ -96,15 +132,50 @@ pub struct PplReport {
     /// Σ NLL / (bytes · ln 2).
     pub bits_per_byte: f64,
     /// Mean NLL by segment index within a document (0 = first segment).
-    pub nll_by_segment: Vec<f64>,
+    pub nll_by_segment: Vec<Option<f64>>,
     /// Tokens behind each `nll_by_segment` entry.
     pub tokens_by_segment: Vec<usize>,
     /// Mean NLL by position within a segment.
-    pub nll_by_position: Vec<f64>,
+    pub nll_by_position: Vec<Option<f64>>,
     /// Σ NLL and token count per document, in corpus order.
     pub per_document: Vec<(f64, usize)>,
+    /// Σ NLL and token count per document (corpus order) and segment index.
+    pub per_document_by_segment: Vec<Vec<(f64, usize)>>,
     /// Whether the scored config can leak future tokens.
     pub leaky: bool,
+}
+
+/// The memory of one stream when its document ended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BufferSnapshot {
+    /// Occupied slots.
+    pub entries: usize,
+    /// Mean effective priority `P·d^age` of the occupied slots (`None` when there is none).
+    pub mean_effective_priority: Option<f64>,
+}
+
+/// Per-token record of an evaluation, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    /// Segment length the documents were walked with.
+    pub seq_len: usize,
+    /// `nll[d][j] = −ln p(tokens[j + 1] | …)` for every target of document `d`.
+    pub nll: Vec<Vec<f64>>,
+    /// `salience[d][i]`: salience of input token `i` of document `d` (HippoFormer only;
+    /// empty vectors for the base model).
+    pub salience: Vec<Vec<f64>>,
+    /// Each document's memory after its last segment was committed (HippoFormer with memory
+    /// on; `None` otherwise).
+    pub end_of_document: Vec<Option<BufferSnapshot>>,
+}
+
+/// How far an evaluation has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Targets scored so far.
+    pub tokens_done: usize,
+    /// Targets in the whole run.
+    pub tokens_total: usize,
 }
 
 fn ids_tensor(batch: &SegmentBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>) {
@@ -116,6 +187,17 @@ fn ids_tensor(batch: &SegmentBatch, device: &Device) -> (Tensor<2, Int>, Tensor<
     )
 }
 
+fn to_host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| EvalError::Readback(format!("{e:?}")))
+}
+
+fn to_host_bool<const D: usize>(t: Tensor<D, Bool>) -> Vec<bool> {
+    t.into_data().iter::<bool>().collect()
+}
+
 /// Per-token NLL `[B, T]` of `targets` under `logits`, on the host (0 where target = −100).
 fn token_nll(logits: Tensor<3>, batch: &SegmentBatch, device: &Device) -> Result<Vec<f64>> {
     let [b, t, v] = logits.dims();
@@ -125,16 +207,43 @@ fn token_nll(logits: Tensor<3>, batch: &SegmentBatch, device: &Device) -> Result
     let lp = log_softmax(logits.reshape([b * t, v]), 1)
         .gather(1, idx)
         .reshape([b * t]);
-    let lp = lp
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| EvalError::Readback(format!("{e:?}")))?;
+    let lp = to_host_f32(lp)?;
     Ok(lp
         .iter()
         .zip(&targets)
-        .map(|(&l, &y)| if y == -100 { 0.0 } else { -(l as f64) })
+        .map(|(&l, &y)| {
+            if y == IGNORE_INDEX {
+                0.0
+            } else {
+                -f64::from(l)
+            }
+        })
         .collect())
+}
+
+/// The first `max_docs` documents of `corpus` (all of them without a limit).
+pub fn truncated(corpus: Arc<TokenizedCorpus>, max_docs: Option<usize>) -> Arc<TokenizedCorpus> {
+    match max_docs {
+        Some(n) if n < corpus.docs.len() => {
+            let mut c = (*corpus).clone();
+            c.docs.truncate(n);
+            Arc::new(c)
+        }
+        _ => corpus,
+    }
+}
+
+fn check_options(opts: &EvalOptions) -> Result<()> {
+    if opts.seq_len == 0 || opts.streams == 0 {
+        return Err(EvalError::Options(format!(
+            "seq_len ({}) and streams ({}) must be ≥ 1",
+            opts.seq_len, opts.streams
+        )));
+    }
+    if opts.max_docs == Some(0) {
+        return Err(EvalError::Options("max_docs must be ≥ 1".into()));
+    }
+    Ok(())
 }
 
 /// Scores a tokenised corpus as document streams.
@@ -144,6 +253,19 @@ pub fn evaluate(
     opts: &EvalOptions,
     device: &Device,
 ) -> Result<PplReport> {
+    evaluate_traced(scorer, corpus, opts, device, &mut |_| {}).map(|(r, _)| r)
+}
+
+/// Scores a tokenised corpus as document streams and keeps the per-token record; `progress` is
+/// called after every batch.
+pub fn evaluate_traced(
+    scorer: &Scorer<'_>,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(PplReport, Trace)> {
+    check_options(opts)?;
     let leaky = match scorer {
         Scorer::Hippo(m) => m.config.is_leaky(),
         Scorer::Base(_) => false,
@@ -151,28 +273,50 @@ pub fn evaluate(
     if leaky && !opts.allow_leaky {
         return Err(EvalError::Leaky);
     }
-    let corpus = match opts.max_docs {
-        Some(n) if n < corpus.docs.len() => {
-            let mut c = (*corpus).clone();
-            c.docs.truncate(n);
-            Arc::new(c)
-        }
-        _ => corpus,
-    };
-    let config = BatcherConfig::new(opts.seq_len, opts.streams).with_min_tokens(2);
+    let corpus = truncated(corpus, opts.max_docs);
+    let l = opts.seq_len;
+    let config = BatcherConfig::new(l, opts.streams).with_min_tokens(2);
     let batcher = StreamBatcher::new(corpus.clone(), config)?;
     let mut state = match scorer {
         Scorer::Hippo(m) => Some(m.empty_state(opts.streams, device)),
         Scorer::Base(_) => None,
     };
-    let mut per_doc = vec![(0f64, 0usize); corpus.docs.len()];
-    // (Σ NLL, count) per segment index and per position.
-    let mut by_seg: Vec<(f64, usize)> = Vec::new();
-    let mut by_pos: Vec<(f64, usize)> = vec![(0.0, 0); opts.seq_len];
+    let (collect_salience, decay) = match scorer {
+        Scorer::Hippo(m) => (true, Some((m.config.decay_rate, m.config.memory))),
+        Scorer::Base(_) => (false, None),
+    };
+    let n_docs = corpus.docs.len();
+    let mut trace = Trace {
+        seq_len: l,
+        nll: corpus
+            .docs
+            .iter()
+            .map(|d| vec![f64::NAN; d.tokens.len().saturating_sub(1)])
+            .collect(),
+        salience: corpus
+            .docs
+            .iter()
+            .map(|d| {
+                if collect_salience {
+                    vec![f64::NAN; d.tokens.len()]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect(),
+        end_of_document: vec![None; n_docs],
+    };
+    let tokens_total: usize = corpus
+        .docs
+        .iter()
+        .map(|d| d.tokens.len().saturating_sub(1))
+        .sum();
+    let mut tokens_done = 0usize;
     for batch in batcher {
         let (ids, valid) = ids_tensor(&batch, device);
-        let logits = match scorer {
-            Scorer::Base(g) => g.forward(ids, None).logits,
+        let t = batch.seq_len();
+        let (logits, salience) = match scorer {
+            Scorer::Base(g) => (g.forward(ids, None).logits, None),
             Scorer::Hippo(m) => {
                 let resets: Vec<usize> = batch
                     .reset
@@ -190,38 +334,161 @@ pub fn evaluate(
                         .map_err(hippo_model::HippoError::from)?;
                 }
                 let out = m.forward(ids, valid, &s)?;
+                let sal = to_host_f32(out.salience.salience.clone())?;
                 let (s, _) = m.commit(s, &out)?;
                 state = Some(s);
-                out.logits
+                (out.logits, Some(sal))
             }
         };
-        let t = batch.seq_len();
         let nll = token_nll(logits, &batch, device)?;
+        let mut ended: Vec<(usize, usize)> = Vec::new();
         for (r, doc) in batch.doc_index.iter().enumerate() {
             let Some(doc) = *doc else { continue };
-            let seg = batch.segment_index[r];
-            if by_seg.len() <= seg {
-                by_seg.resize(seg + 1, (0.0, 0));
-            }
+            let start = batch.segment_index[r] * l;
             for p in 0..t {
-                if batch.targets[r][p] == -100 {
+                if let Some(sal) = &salience
+                    && batch.valid[r][p]
+                    && let Some(slot) = trace.salience[doc].get_mut(start + p)
+                {
+                    *slot = f64::from(sal[r * t + p]);
+                }
+                if batch.targets[r][p] == IGNORE_INDEX {
                     continue;
                 }
-                let x = nll[r * t + p];
-                per_doc[doc].0 += x;
-                per_doc[doc].1 += 1;
-                by_seg[seg].0 += x;
-                by_seg[seg].1 += 1;
-                by_pos[p].0 += x;
-                by_pos[p].1 += 1;
+                let slot = trace.nll[doc].get_mut(start + p).ok_or_else(|| {
+                    EvalError::Inconsistent(format!(
+                        "target {} of document {doc} lies past its end",
+                        start + p
+                    ))
+                })?;
+                *slot = nll[r * t + p];
+                tokens_done += 1;
+            }
+            let n = corpus.docs[doc].tokens.len();
+            if batch.segment_index[r] + 1 == Segments::count(n, l) {
+                ended.push((r, doc));
             }
         }
+        if let (Some((decay, true)), Some(s), false) = (decay, &state, ended.is_empty()) {
+            let m = s.capacity();
+            let eff = to_host_f32(s.effective_priorities(decay))?;
+            let occupied = to_host_bool(s.valid.clone());
+            for (r, doc) in ended {
+                let row = r * m..(r + 1) * m;
+                trace.end_of_document[doc] = Some(metrics::snapshot(
+                    &eff[row.clone()]
+                        .iter()
+                        .map(|&x| f64::from(x))
+                        .collect::<Vec<_>>(),
+                    &occupied[row],
+                ));
+            }
+        }
+        progress(Progress {
+            tokens_done,
+            tokens_total,
+        });
+    }
+    if let Some((d, j)) = trace
+        .nll
+        .iter()
+        .enumerate()
+        .find_map(|(d, v)| v.iter().position(|x| x.is_nan()).map(|j| (d, j)))
+    {
+        return Err(EvalError::Inconsistent(format!(
+            "target {j} of document {d} was never scored"
+        )));
+    }
+    let report = report_from_trace(&corpus, &trace, leaky);
+    Ok((report, trace))
+}
+
+/// Scores the base model on the same targets as [`evaluate`] with segments of `opts.seq_len`,
+/// but with rolling windows of `context` tokens ([`hippo_gemma::score::score_ids`], stride =
+/// `seq_len`): every target sees at least `context − seq_len` earlier tokens more than it does
+/// in its segment (BOS is prepended to windows that do not start the document). The report's
+/// segment and position breakdowns use the `seq_len` grid, so they compare target by target.
+pub fn evaluate_long_context(
+    base: &Gemma,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    context: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(PplReport, Trace)> {
+    check_options(opts)?;
+    let l = opts.seq_len;
+    if context <= l {
+        return Err(EvalError::Options(format!(
+            "the long context ({context}) must exceed the segment length ({l})"
+        )));
+    }
+    let max_pos = base.config().max_position_embeddings;
+    if context > max_pos {
+        return Err(EvalError::Options(format!(
+            "the long context ({context}) exceeds the model's max_position_embeddings ({max_pos})"
+        )));
+    }
+    let corpus = truncated(corpus, opts.max_docs);
+    let tokens_total: usize = corpus
+        .docs
+        .iter()
+        .map(|d| d.tokens.len().saturating_sub(1))
+        .sum();
+    let mut tokens_done = 0;
+    let mut trace = Trace {
+        seq_len: l,
+        nll: Vec::with_capacity(corpus.docs.len()),
+        salience: vec![Vec::new(); corpus.docs.len()],
+        end_of_document: vec![None; corpus.docs.len()],
+    };
+    for d in &corpus.docs {
+        if d.tokens.len() < 2 {
+            trace.nll.push(Vec::new());
+            continue;
+        }
+        let s = hippo_gemma::score::score_ids(base, &d.tokens, context, l, device)?;
+        tokens_done += s.nll.len();
+        trace.nll.push(s.nll);
+        progress(Progress {
+            tokens_done,
+            tokens_total,
+        });
+    }
+    Ok((report_from_trace(&corpus, &trace, false), trace))
+}
+
+/// The totals of a trace (see [`PplReport`]); documents' words and bytes come from `corpus`.
+pub fn report_from_trace(corpus: &TokenizedCorpus, trace: &Trace, leaky: bool) -> PplReport {
+    let l = trace.seq_len.max(1);
+    let mut by_seg: Vec<(f64, usize)> = Vec::new();
+    let mut by_pos: Vec<(f64, usize)> = vec![(0.0, 0); l];
+    let mut per_doc = Vec::with_capacity(trace.nll.len());
+    let mut per_doc_seg = Vec::with_capacity(trace.nll.len());
+    for doc in &trace.nll {
+        let mut segs: Vec<(f64, usize)> = vec![(0.0, 0); doc.len().div_ceil(l)];
+        for (j, &x) in doc.iter().enumerate() {
+            let (k, p) = (j / l, j % l);
+            segs[k].0 += x;
+            segs[k].1 += 1;
+            by_pos[p].0 += x;
+            by_pos[p].1 += 1;
+        }
+        if by_seg.len() < segs.len() {
+            by_seg.resize(segs.len(), (0.0, 0));
+        }
+        for (k, s) in segs.iter().enumerate() {
+            by_seg[k].0 += s.0;
+            by_seg[k].1 += s.1;
+        }
+        per_doc.push((segs.iter().map(|s| s.0).sum::<f64>(), doc.len()));
+        per_doc_seg.push(segs);
     }
     let stats = corpus.total_stats();
     let nll_sum: f64 = per_doc.iter().map(|d| d.0).sum();
     let tokens: usize = per_doc.iter().map(|d| d.1).sum();
-    let mean = |(s, n): &(f64, usize)| if *n == 0 { f64::NAN } else { s / *n as f64 };
-    Ok(PplReport {
+    let mean = |(s, n): &(f64, usize)| (*n > 0).then(|| s / *n as f64);
+    PplReport {
         documents: corpus.docs.len(),
         tokens,
         words: stats.words,
@@ -236,6 +503,15 @@ pub fn evaluate(
         tokens_by_segment: by_seg.iter().map(|x| x.1).collect(),
         nll_by_position: by_pos.iter().map(mean).collect(),
         per_document: per_doc,
+        per_document_by_segment: per_doc_seg,
         leaky,
-    })
+    }
+}
+
+/// The salience gate's smoothing kernel `c_j` (weight of position `t − j`), read back.
+pub fn smoothing_kernel(model: &HippoFormer) -> Result<Vec<f64>> {
+    Ok(to_host_f32(model.gate.smoothing.val())?
+        .into_iter()
+        .map(f64::from)
+        .collect())
 }

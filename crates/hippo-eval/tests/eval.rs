@@ -1,6 +1,6 @@
 //! Evaluation arithmetic and honesty: closed-form perplexity of a uniform model, word/byte
-//! normalisation, pads and −100 excluded, read-only evaluation, identical streams for base and
-//! HippoFormer, refusal of leaky configs.
+//! normalisation (by hand), pads and −100 excluded, read-only evaluation, identical streams for
+//! base and HippoFormer, every ablation live, the long-context base, refusal of leaky configs.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -8,8 +8,12 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
-use hippo_eval::{EvalError, EvalOptions, Scorer, evaluate};
+use hippo_eval::{
+    EvalError, EvalOptions, Scorer, Trace, evaluate, evaluate_long_context, evaluate_traced,
+    report_from_trace,
+};
 use hippo_gemma::Gemma;
+use hippo_model::audit::open_for_audit;
 use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
 use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
 
@@ -149,9 +153,24 @@ fn evaluation_is_read_only_and_hippoformer_at_init_equals_the_base() {
     };
     let m = HippoFormer::new(g.clone(), cfg, &device()).unwrap();
     let c = corpus();
-    let a = evaluate(&Scorer::Hippo(&m), c.clone(), &opts(8), &device()).unwrap();
-    let b = evaluate(&Scorer::Hippo(&m), c.clone(), &opts(8), &device()).unwrap();
+    let (a, ta) = evaluate_traced(
+        &Scorer::Hippo(&m),
+        c.clone(),
+        &opts(8),
+        &device(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let (b, tb) = evaluate_traced(
+        &Scorer::Hippo(&m),
+        c.clone(),
+        &opts(8),
+        &device(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(a, b, "evaluating twice changed the numbers");
+    assert_eq!(ta, tb, "evaluating twice changed the per-token record");
     let base = evaluate(&Scorer::Base(&g), c, &opts(8), &device()).unwrap();
     assert!(
         (a.nll_sum - base.nll_sum).abs() < 1e-4,
@@ -188,4 +207,205 @@ fn leaky_configs_are_refused_unless_forced_and_then_labelled() {
     )
     .unwrap();
     assert!(forced.leaky);
+}
+
+#[test]
+fn word_and_byte_normalisation_by_hand() {
+    // "ab cd": BOS + 5 byte tokens → 5 targets; 2 words, 5 bytes.
+    let docs = vec![doc("x", "ab cd")];
+    let c = TokenizedCorpus::build(&docs, &Bytes, "test", Split::Test).unwrap();
+    let trace = Trace {
+        seq_len: 2,
+        nll: vec![vec![1.0, 0.5, 2.0, 0.25, 1.25]],
+        salience: vec![Vec::new()],
+        end_of_document: vec![None],
+    };
+    let r = report_from_trace(&c, &trace, false);
+    assert_eq!((r.tokens, r.words, r.bytes), (5, 2, 5));
+    assert_eq!(r.nll_sum, 5.0);
+    assert_eq!(r.mean_nll, 1.0);
+    assert!((r.token_ppl - std::f64::consts::E).abs() < 1e-12);
+    assert!((r.word_ppl - 2.5f64.exp()).abs() < 1e-12); // exp(5 / 2)
+    assert!((r.byte_ppl - std::f64::consts::E).abs() < 1e-12); // exp(5 / 5)
+    assert!((r.bits_per_byte - std::f64::consts::LOG2_E).abs() < 1e-12); // 1 / ln 2
+    // Segments of 2 targets: [1, 0.5], [2, 0.25], [1.25].
+    assert_eq!(r.nll_by_segment, vec![Some(0.75), Some(1.125), Some(1.25)]);
+    assert_eq!(r.tokens_by_segment, vec![2, 2, 1]);
+    assert_eq!(r.nll_by_position, vec![Some(4.25 / 3.0), Some(0.375)]);
+    assert_eq!(
+        r.per_document_by_segment,
+        vec![vec![(1.5, 2), (2.25, 2), (1.25, 1)]]
+    );
+    assert_eq!(r.per_document, vec![(5.0, 5)]);
+}
+
+#[test]
+fn pads_and_ignored_targets_never_reach_a_score() {
+    // Three streams over documents of different lengths: rows are padded, documents end
+    // mid-segment, finished rows are all padding. Every target's NLL must equal scoring its
+    // segment alone, unpadded; and nothing else is counted.
+    let g = base();
+    let c = corpus();
+    let l = 8;
+    let o = EvalOptions {
+        streams: 3,
+        ..opts(l)
+    };
+    let (r, trace) =
+        evaluate_traced(&Scorer::Base(&g), c.clone(), &o, &device(), &mut |_| {}).unwrap();
+    for (d, doc) in c.docs.iter().enumerate() {
+        let n = doc.tokens.len();
+        assert_eq!(trace.nll[d].len(), n - 1);
+        let mut start = 0;
+        while start + 1 < n {
+            let end = (start + l + 1).min(n);
+            let direct =
+                hippo_gemma::score::score_ids(&g, &doc.tokens[start..end], 64, 63, &device())
+                    .unwrap()
+                    .nll;
+            for (k, x) in direct.iter().enumerate() {
+                let got = trace.nll[d][start + k];
+                assert!(
+                    (got - x).abs() < 1e-4,
+                    "doc {d} target {}: {got} vs {x}",
+                    start + k
+                );
+            }
+            start += l;
+        }
+        assert!((r.per_document[d].0 - trace.nll[d].iter().sum::<f64>()).abs() < 1e-9);
+    }
+    assert_eq!(
+        r.tokens,
+        c.docs.iter().map(|d| d.tokens.len() - 1).sum::<usize>()
+    );
+}
+
+#[test]
+fn every_ablation_changes_the_outputs() {
+    let g = base();
+    let cfg = HippoFormerConfig {
+        buffer_size: 16,
+        use_lora: false,
+        ..HippoFormerConfig::default()
+    };
+    let m = HippoFormer::new(g.clone(), cfg, &device()).unwrap();
+    // Open every path (fusion α, drift A and b, always-correct) on a calibration segment.
+    let c = corpus();
+    let ids: Vec<i64> = c.docs[2].tokens[..16].iter().map(|&x| x as i64).collect();
+    let ids = Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [1, 16]),
+        &device(),
+    );
+    let valid = Tensor::<2, burn::tensor::Bool>::from_data(
+        burn::tensor::TensorData::new(vec![true; 16], [1, 16]),
+        &device(),
+    );
+    let h = m.base.hidden_states(ids, None);
+    let m = open_for_audit(m, (h, valid)).unwrap();
+    let run = |model: &HippoFormer| {
+        evaluate_traced(
+            &Scorer::Hippo(model),
+            c.clone(),
+            &opts(8),
+            &device(),
+            &mut |_| {},
+        )
+        .unwrap()
+        .1
+        .nll
+    };
+    let full = run(&m);
+    let base_nll = evaluate_traced(
+        &Scorer::Base(&g),
+        c.clone(),
+        &opts(8),
+        &device(),
+        &mut |_| {},
+    )
+    .unwrap()
+    .1
+    .nll;
+    let diff = |a: &Vec<Vec<f64>>, b: &Vec<Vec<f64>>| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f64, f64::max)
+    };
+    assert!(
+        diff(&full, &base_nll) > 1e-3,
+        "the opened model equals the base"
+    );
+    for (name, ablated) in m.config.ablations() {
+        let variant = HippoFormer {
+            config: ablated,
+            ..m.clone()
+        };
+        let d = diff(&run(&variant), &full);
+        assert!(
+            d > 1e-5,
+            "ablation {name} left every NLL unchanged (max |Δ| {d:e})"
+        );
+    }
+}
+
+#[test]
+fn the_long_context_base_scores_the_same_targets_with_more_context() {
+    let g = base();
+    let c = corpus();
+    let seg = evaluate(&Scorer::Base(&g), c.clone(), &opts(8), &device()).unwrap();
+    let (long, _) =
+        evaluate_long_context(&g, c.clone(), &opts(8), 100, &device(), &mut |_| {}).unwrap();
+    assert_eq!(long.tokens, seg.tokens);
+    assert_eq!(long.tokens_by_segment, seg.tokens_by_segment);
+    // A context covering every document is plain full-document scoring.
+    let whole = evaluate(&Scorer::Base(&g), c.clone(), &opts(200), &device()).unwrap();
+    assert!(
+        (long.nll_sum - whole.nll_sum).abs() < 1e-3,
+        "{} vs {}",
+        long.nll_sum,
+        whole.nll_sum
+    );
+    // Segment 0 is scored with the same context both ways; later segments are not.
+    assert!((long.nll_by_segment[0].unwrap() - seg.nll_by_segment[0].unwrap()).abs() < 1e-4);
+    assert!((long.nll_by_segment[2].unwrap() - seg.nll_by_segment[2].unwrap()).abs() > 1e-4);
+    let e = evaluate_long_context(&g, c.clone(), &opts(8), 8, &device(), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, EvalError::Options(_)), "{e}");
+    let too_long = g.config().max_position_embeddings + 1;
+    let e = evaluate_long_context(&g, c, &opts(8), too_long, &device(), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, EvalError::Options(_)), "{e}");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let g = base();
+    for o in [
+        EvalOptions {
+            max_docs: Some(0),
+            ..opts(8)
+        },
+        EvalOptions {
+            seq_len: 0,
+            ..opts(8)
+        },
+        EvalOptions {
+            streams: 0,
+            ..opts(8)
+        },
+    ] {
+        let e = evaluate(&Scorer::Base(&g), corpus(), &o, &device()).unwrap_err();
+        assert!(matches!(e, EvalError::Options(_)), "{e}");
+    }
+    let one = evaluate(
+        &Scorer::Base(&g),
+        corpus(),
+        &EvalOptions {
+            max_docs: Some(1),
+            ..opts(8)
+        },
+        &device(),
+    )
+    .unwrap();
+    assert_eq!(one.documents, 1);
 }

@@ -1,0 +1,481 @@
+//! `cargo xtask eval`: scores a HippoFormer checkpoint (or an untrained config) and its base
+//! model on the identical document streams, and computes the paper's metrics.
+//!
+//! Writes `--output` (`results.json`, see [`hippo_eval::EvalResults`]) and the markdown table
+//! beside it (same name, `.md`), and prints the table. Progress goes to stderr (a bar on a
+//! terminal, plain lines otherwise).
+//!
+//! Exit code 2 for bad input: a missing or malformed checkpoint or config, an unknown dataset
+//! or split, `--max-docs 0`, a segment or context longer than the model allows, and a
+//! non-causal config (`query_mode = "sequence_mean"`) without `--allow-leaky` — with it, every
+//! number is labelled leaky.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use hippo_eval::metrics::{MetricInputs, paper_metrics};
+use hippo_eval::results::{RESULTS_FORMAT, Seeds, utc_timestamp};
+use hippo_eval::{
+    DocText, EvalError, EvalMetadata, EvalOptions, EvalResults, Progress, Scorer,
+    evaluate_long_context, evaluate_traced, smoothing_kernel, truncated,
+};
+use hippo_gemma::GemmaTokenizer;
+use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, checkpoint};
+use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home, load_corpus};
+
+use crate::UsageError;
+
+/// Arguments of `eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint directory (holding meta.json), or a training output directory (its newest
+    /// checkpoint is used).
+    #[arg(long, conflicts_with = "config")]
+    pub checkpoint: Option<PathBuf>,
+    /// Evaluate an untrained HippoFormer with this config (TOML) instead of a checkpoint;
+    /// without either, the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Base model (default: the checkpoint's base, else the config's base_model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// tokenizer.json (default: the one beside the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Corpus: wiki-sample, sotu, txt-dir:<path>, wikitext-raw:<dir>, wikitext-hf:<dir>.
+    #[arg(long, default_value = "wiki-sample")]
+    pub dataset: String,
+    /// Split: train, valid or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate only the first N documents of the split.
+    #[arg(long)]
+    pub max_docs: Option<usize>,
+    /// Segment length (default: the checkpoint's training segment length, else 512).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Also score the base model with rolling windows of this many tokens (> --seq-len): an
+    /// upper bound for what memory could recover.
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Documents read in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub streams: usize,
+    /// First segment index counted as "late" for the long-range benefit.
+    #[arg(long, default_value_t = 2)]
+    pub late_segment: usize,
+    /// Evaluate a non-causal config anyway; every number is then labelled leaky.
+    #[arg(long)]
+    pub allow_leaky: bool,
+    /// Seed of the noise behind the temporal-coherence reference.
+    #[arg(long, default_value_t = 0)]
+    pub noise_seed: u64,
+    /// Where results.json goes (the markdown table is written beside it as .md).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Device: cpu, cuda:N, vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    UsageError::wrap(e.into())
+}
+
+fn data_err(e: DataError) -> anyhow::Error {
+    match e {
+        DataError::UnknownCorpus { .. }
+        | DataError::MissingSpecPath { .. }
+        | DataError::UnknownSplit { .. }
+        | DataError::NoHome
+        | DataError::Missing { .. }
+        | DataError::BadDoc { .. }
+        | DataError::EmptyCorpus { .. }
+        | DataError::EmptySplit { .. }
+        | DataError::BadConfig(_) => usage(e),
+        other => other.into(),
+    }
+}
+
+fn model_err(e: HippoError) -> anyhow::Error {
+    match e {
+        HippoError::Config { .. } | HippoError::Checkpoint { .. } => usage(e),
+        other => other.into(),
+    }
+}
+
+fn eval_err(e: EvalError) -> anyhow::Error {
+    match e {
+        EvalError::Leaky | EvalError::Options(_) => usage(e),
+        EvalError::Model(m) => model_err(m),
+        EvalError::Data(d) => data_err(d),
+        other => other.into(),
+    }
+}
+
+/// `git rev-parse HEAD`, or `unknown`.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The checkpoint directory `path` names: itself when it holds `meta.json`, else the newest
+/// `checkpoints/step-*` below it.
+fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
+    if path.join(checkpoint::META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let root = path.join("checkpoints");
+    if let Ok(Some((_, dir))) = hippo_train::trainer::state::latest_checkpoint(&root) {
+        return Ok(dir);
+    }
+    bail!(UsageError::new(format!(
+        "{} is not a checkpoint (no {}) nor a training output directory with checkpoints/",
+        path.display(),
+        checkpoint::META_FILE
+    )))
+}
+
+/// The training segment length and seed a checkpoint records (`trainer.json`), if any.
+fn trainer_info(dir: &Path) -> (Option<usize>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(dir.join("trainer.json")) else {
+        return (None, None);
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return (None, None);
+    };
+    (
+        v["batcher"]["config"]["seq_len"]
+            .as_u64()
+            .map(|x| x as usize),
+        v["seed"].as_u64(),
+    )
+}
+
+/// Texts and token offsets of the evaluated documents, from the raw corpus and the tokenizer;
+/// `None` (with a warning) when the corpus or the offsets cannot be matched to the token cache.
+fn doc_texts(
+    spec: &CorpusSpec,
+    split: Split,
+    home: &Path,
+    tokenizer: &Path,
+    corpus: &TokenizedCorpus,
+) -> Option<Vec<DocText>> {
+    let raw = match tokenizers::Tokenizer::from_file(tokenizer) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("no token offsets ({e}): the content/function ratio is skipped");
+            return None;
+        }
+    };
+    let docs = match load_corpus(spec, split, home) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("no document texts ({e}): the content/function ratio is skipped");
+            return None;
+        }
+    };
+    let by_id: HashMap<&str, &str> = docs
+        .iter()
+        .map(|d| (d.id.as_str(), d.text.as_str()))
+        .collect();
+    let mut out = Vec::with_capacity(corpus.docs.len());
+    for d in &corpus.docs {
+        let text = by_id.get(d.id.as_str())?;
+        let enc = match raw.encode(*text, false) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(doc = %d.id, "tokenising for offsets failed ({e})");
+                return None;
+            }
+        };
+        let bos = d.tokens.first().copied();
+        let skip = enc
+            .get_ids()
+            .iter()
+            .take_while(|&&id| Some(id) == bos)
+            .count();
+        let ids = &enc.get_ids()[skip..];
+        if d.tokens.get(1..) != Some(ids) {
+            tracing::warn!(
+                doc = %d.id,
+                "the tokenizer's ids differ from the token cache: the content/function ratio is skipped"
+            );
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(d.tokens.len());
+        offsets.push((0, 0));
+        offsets.extend_from_slice(&enc.get_offsets()[skip..]);
+        out.push(DocText {
+            text: (*text).to_string(),
+            offsets,
+        });
+    }
+    Some(out)
+}
+
+/// A progress reporter on stderr: an indicatif bar on a terminal, else a line every ~10 %.
+fn reporter(label: &'static str) -> impl FnMut(Progress) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:30}] {pos}/{len} tokens ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message(label);
+        b
+    });
+    let mut next_line = 0usize;
+    move |p: Progress| {
+        if let Some(b) = &bar {
+            b.set_length(p.tokens_total as u64);
+            b.set_position(p.tokens_done as u64);
+            if p.tokens_done >= p.tokens_total {
+                b.finish();
+            }
+        } else if p.tokens_done >= next_line || p.tokens_done >= p.tokens_total {
+            eprintln!("{label}: {}/{} tokens", p.tokens_done, p.tokens_total);
+            next_line = p.tokens_done + p.tokens_total.div_ceil(10).max(1);
+        }
+    }
+}
+
+/// Runs `eval`.
+#[allow(clippy::print_stdout)]
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = crate::device::parse(&args.device).map_err(usage)?;
+    if args.max_docs == Some(0) {
+        bail!(UsageError::new("--max-docs must be ≥ 1"));
+    }
+    if args.streams == 0 {
+        bail!(UsageError::new("--streams must be ≥ 1"));
+    }
+    if args.seq_len == Some(0) {
+        bail!(UsageError::new("--seq-len must be ≥ 1"));
+    }
+
+    // The config: the checkpoint's, or --config, or the defaults.
+    let ckpt = match &args.checkpoint {
+        Some(p) => {
+            let dir = checkpoint_dir(p)?;
+            let meta = checkpoint::read_meta(&dir).map_err(model_err)?;
+            Some((dir, meta))
+        }
+        None => None,
+    };
+    let config = match (&ckpt, &args.config) {
+        (Some((dir, _)), _) => checkpoint::read_config(dir).map_err(model_err)?,
+        (None, Some(p)) => HippoFormerConfig::from_toml_file(p).map_err(model_err)?,
+        (None, None) => HippoFormerConfig::default(),
+    };
+    if config.is_leaky() && !args.allow_leaky {
+        return Err(usage(EvalError::Leaky));
+    }
+    let spec: CorpusSpec = args.dataset.parse().map_err(usage)?;
+    let split: Split = args.split.parse().map_err(usage)?;
+    let (train_seq_len, train_seed) = ckpt.as_ref().map_or((None, None), |(d, _)| trainer_info(d));
+    let seq_len = args.seq_len.or(train_seq_len).unwrap_or(512);
+
+    let model_arg = match (&args.model, &ckpt) {
+        (Some(m), _) => crate::base_model_arg(Some(m), &config.base_model)?,
+        (None, Some((_, meta))) => meta.base.path.clone(),
+        (None, None) => crate::base_model_arg(None, &config.base_model)?,
+    };
+    let location = hippo_gemma::resolve(&model_arg)?;
+    let gemma_config = hippo_gemma::load::load_config(&location)?;
+    let max_pos = gemma_config.max_position_embeddings;
+    if seq_len > max_pos {
+        bail!(UsageError::new(format!(
+            "--seq-len {seq_len} exceeds the model's max_position_embeddings {max_pos}"
+        )));
+    }
+    if let Some(c) = args.context
+        && (c <= seq_len || c > max_pos)
+    {
+        bail!(UsageError::new(format!(
+            "--context {c} must exceed the segment length {seq_len} and fit the model's \
+             max_position_embeddings {max_pos}"
+        )));
+    }
+    let tok_path = match &args.tokenizer {
+        Some(t) => t.clone(),
+        None => location.default_tokenizer().ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "no tokenizer.json beside {}; pass --tokenizer",
+                location.path().display()
+            ))
+        })?,
+    };
+    let tok = GemmaTokenizer::from_file(&tok_path)?;
+    let home = default_home().map_err(data_err)?;
+    let corpus = TokenizedCorpus::load_or_build(&spec, split, &home, &tok, &home)
+        .map_err(data_err)
+        .with_context(|| format!("loading {spec} ({split})"))?;
+    if corpus.docs.iter().all(|d| d.tokens.len() < 2) {
+        bail!(UsageError::new(format!(
+            "the {split} split of `{spec}` has no document of two tokens or more"
+        )));
+    }
+    let vocab = gemma_config.vocab_size;
+    if let Some(bad) = corpus
+        .docs
+        .iter()
+        .flat_map(|d| d.tokens.iter())
+        .find(|&&t| t as usize >= vocab)
+    {
+        bail!(UsageError::new(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not \
+             match the model"
+        )));
+    }
+    let corpus = truncated(Arc::new(corpus), args.max_docs);
+    tracing::info!(
+        corpus = %spec, %split, documents = corpus.docs.len(), tokens = corpus.total_tokens(),
+        seq_len, "evaluating"
+    );
+
+    let base = hippo_gemma::load_from(&location, &device)?;
+    let (model, step) = match &ckpt {
+        Some((dir, _)) => {
+            let (m, meta) =
+                checkpoint::load(base.clone(), location.path(), dir, &device).map_err(model_err)?;
+            (m, Some(meta.step))
+        }
+        None => {
+            let mut c = config.clone();
+            c.base_model = location.path().display().to_string();
+            (
+                HippoFormer::new(base.clone(), c, &device).map_err(model_err)?,
+                None,
+            )
+        }
+    };
+    let opts = EvalOptions {
+        seq_len,
+        streams: args.streams,
+        max_docs: None,
+        allow_leaky: args.allow_leaky,
+    };
+    let t = Instant::now();
+    let (base_report, _) = evaluate_traced(
+        &Scorer::Base(&base),
+        corpus.clone(),
+        &opts,
+        &device,
+        &mut reporter("base"),
+    )
+    .map_err(eval_err)?;
+    tracing::info!(
+        token_ppl = base_report.token_ppl,
+        "base done in {:.1?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let (hippo_report, trace) = evaluate_traced(
+        &Scorer::Hippo(&model),
+        corpus.clone(),
+        &opts,
+        &device,
+        &mut reporter("hippoformer"),
+    )
+    .map_err(eval_err)?;
+    tracing::info!(
+        token_ppl = hippo_report.token_ppl,
+        "hippoformer done in {:.1?}",
+        t.elapsed()
+    );
+    let long = match args.context {
+        Some(c) => {
+            let t = Instant::now();
+            let (r, _) = evaluate_long_context(
+                &base,
+                corpus.clone(),
+                &opts,
+                c,
+                &device,
+                &mut reporter("long context"),
+            )
+            .map_err(eval_err)?;
+            tracing::info!(
+                token_ppl = r.token_ppl,
+                context = c,
+                "long-context base done in {:.1?}",
+                t.elapsed()
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    let texts = doc_texts(&spec, split, &home, &tok_path, &corpus);
+    let kernel = smoothing_kernel(&model).map_err(eval_err)?;
+    let metrics = paper_metrics(&MetricInputs {
+        base: &base_report,
+        base_long: long.as_ref(),
+        hippo: &hippo_report,
+        trace: &trace,
+        texts: texts.as_deref(),
+        kernel: &kernel,
+        min_segment: args.late_segment,
+        noise_seed: args.noise_seed,
+    })
+    .map_err(eval_err)?;
+    let results = EvalResults {
+        format: RESULTS_FORMAT,
+        metadata: EvalMetadata {
+            git_commit: git_commit(),
+            timestamp: utc_timestamp(),
+            config: model.config.clone(),
+            checkpoint: ckpt.as_ref().map(|(d, _)| d.display().to_string()),
+            checkpoint_step: step,
+            base_model: location.path().display().to_string(),
+            tokenizer: tok_path.display().to_string(),
+            seeds: Seeds {
+                model: model.config.seed,
+                training: train_seed,
+                noise: args.noise_seed,
+            },
+            corpus: spec.to_string(),
+            corpus_key: corpus.key.clone(),
+            split: split.to_string(),
+            max_docs: args.max_docs,
+            seq_len,
+            streams: args.streams,
+            context: args.context,
+            late_segment: args.late_segment,
+            leaky: hippo_report.leaky,
+            device: args.device.clone(),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        },
+        base: base_report,
+        base_long_context: long,
+        hippoformer: hippo_report,
+        metrics,
+    };
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    results.write(&args.output)?;
+    let md = results.to_markdown();
+    let md_path = args.output.with_extension("md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    println!("{md}");
+    eprintln!(
+        "wrote {} and {} in {:.1?}",
+        args.output.display(),
+        md_path.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
