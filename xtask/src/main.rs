@@ -11,6 +11,7 @@ mod audit;
 mod bench;
 mod demo;
 mod device;
+mod generate;
 mod score;
 mod test;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Test(test::TestArgs),
     /// Check that logits at t never depend on later tokens, for a config and its ablations.
     AuditCausality(audit::AuditArgs),
+    /// Generate text with a HippoFormer checkpoint or the bare base model (streamed).
+    Generate(generate::GenerateArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
         Command::AuditCausality(args) => audit::run(args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

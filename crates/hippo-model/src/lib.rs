@@ -15,9 +15,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fusion;
+pub mod generate;
 pub mod model;
 
 pub use config::{HippoFormerConfig, QueryMode, SalienceMode};
 pub use error::{HippoError, Result};
 pub use fusion::OutputFusion;
-pub use model::{HippoFormer, LossTerms, Salience, SegmentOutput};
+pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
+pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput};
