@@ -119,7 +119,10 @@ fn trained_seq_len(dir: &Path) -> Option<usize> {
         .map(|x| x as usize)
 }
 
-fn tokenizer_for(args: &GenerateArgs, location: &hippo_gemma::ModelLocation) -> Result<GemmaTokenizer> {
+fn tokenizer_for(
+    args: &GenerateArgs,
+    location: &hippo_gemma::ModelLocation,
+) -> Result<GemmaTokenizer> {
     let path = match &args.tokenizer {
         Some(t) => t.clone(),
         None => location.default_tokenizer().ok_or_else(|| {
@@ -200,7 +203,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("reading the prompt file {}", f.display()))
             .map_err(usage)?,
-        _ => bail!(UsageError::new("give exactly one of --prompt, --prompt-file")),
+        _ => bail!(UsageError::new(
+            "give exactly one of --prompt, --prompt-file"
+        )),
     };
     let ckpt = args.checkpoint.as_deref().map(checkpoint_dir).transpose()?;
     let model_arg = match (&ckpt, &args.model) {
@@ -254,11 +259,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let gen_started;
     let (tokens, stop, detail) = match &ckpt {
         Some(dir) => {
-            let (mut model, meta) = hippo_model::checkpoint::load(base, location.path(), dir, &device)
-                .map_err(|e| match e {
-                    HippoError::Checkpoint { .. } | HippoError::Config { .. } => usage(e),
-                    other => other.into(),
-                })?;
+            let (mut model, meta) =
+                hippo_model::checkpoint::load(base, location.path(), dir, &device).map_err(
+                    |e| match e {
+                        HippoError::Checkpoint { .. } | HippoError::Config { .. } => usage(e),
+                        other => other.into(),
+                    },
+                )?;
             if args.f16_lm_head {
                 model.base = model.base.with_f16_lm_head();
             }

@@ -34,26 +34,60 @@ fn bad_input_exits_with_code_2_and_says_why() {
         (vec!["generate", "--model", tiny], "--prompt"),
         // Both and neither of --checkpoint / --model.
         (
-            vec!["generate", "--model", tiny, "--checkpoint", empty_dir, "--prompt", "x"],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--checkpoint",
+                empty_dir,
+                "--prompt",
+                "x",
+            ],
             "cannot be used with",
         ),
         (vec!["generate", "--prompt", "x"], "--checkpoint"),
         // Both prompt sources.
         (
-            vec!["generate", "--model", tiny, "--prompt", "x", "--prompt-file", "y"],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--prompt",
+                "x",
+                "--prompt-file",
+                "y",
+            ],
             "cannot be used with",
         ),
         // Bad numbers.
         (
-            vec!["generate", "--model", tiny, "--prompt", "x", "--max-new-tokens", "many"],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--prompt",
+                "x",
+                "--max-new-tokens",
+                "many",
+            ],
             "many",
         ),
         (
-            vec!["generate", "--model", tiny, "--prompt", "x", "--temperature", "0"],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--prompt",
+                "x",
+                "--temperature",
+                "0",
+            ],
             "temperature",
         ),
         (
-            vec!["generate", "--model", tiny, "--prompt", "x", "--top-p", "1.5"],
+            vec![
+                "generate", "--model", tiny, "--prompt", "x", "--top-p", "1.5",
+            ],
             "top_p",
         ),
         (
@@ -61,16 +95,36 @@ fn bad_input_exits_with_code_2_and_says_why() {
             "top_k",
         ),
         (
-            vec!["generate", "--model", tiny, "--prompt", "x", "--segment-len", "16"],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--prompt",
+                "x",
+                "--segment-len",
+                "16",
+            ],
             "--segment-len",
         ),
         // Missing files.
         (
-            vec!["generate", "--model", tiny, "--prompt-file", missing.to_str().unwrap()],
+            vec![
+                "generate",
+                "--model",
+                tiny,
+                "--prompt-file",
+                missing.to_str().unwrap(),
+            ],
             "nope.txt",
         ),
         (
-            vec!["generate", "--checkpoint", missing.to_str().unwrap(), "--prompt", "x"],
+            vec![
+                "generate",
+                "--checkpoint",
+                missing.to_str().unwrap(),
+                "--prompt",
+                "x",
+            ],
             "nope.txt",
         ),
         (
@@ -78,11 +132,20 @@ fn bad_input_exits_with_code_2_and_says_why() {
             "not a checkpoint",
         ),
         (
-            vec!["generate", "--model", "/no/such/model.gguf", "--prompt", "x"],
+            vec![
+                "generate",
+                "--model",
+                "/no/such/model.gguf",
+                "--prompt",
+                "x",
+            ],
             "model not found",
         ),
         // The tiny fixture has no tokenizer.json beside it.
-        (vec!["generate", "--model", tiny, "--prompt", "x"], "tokenizer"),
+        (
+            vec!["generate", "--model", tiny, "--prompt", "x"],
+            "tokenizer",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, err) = xtask(&args);

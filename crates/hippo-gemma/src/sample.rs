@@ -157,7 +157,11 @@ impl Sampler {
             u -= p;
         }
         // Rounding left `u` just past the last candidate's share: the last one it is.
-        Ok(cand.iter().rev().find(|c| c.1 > 0.0).map_or(cand[0].0, |c| c.0))
+        Ok(cand
+            .iter()
+            .rev()
+            .find(|c| c.1 > 0.0)
+            .map_or(cand[0].0, |c| c.0))
     }
 
     /// The next token from logits `[1, T, V]` (or `[1, 1, V]`): the last position's.
@@ -445,7 +449,10 @@ mod tests {
     #[test]
     fn top_p_keeps_the_smallest_nucleus() {
         // Probabilities ∝ 8, 4, 2, 1, 1 (sum 16): top_p 0.7 needs 8/16 + 4/16 = 0.75 → two tokens.
-        let logits: Vec<f32> = [8.0f32, 4.0, 2.0, 1.0, 1.0].iter().map(|x| x.ln()).collect();
+        let logits: Vec<f32> = [8.0f32, 4.0, 2.0, 1.0, 1.0]
+            .iter()
+            .map(|x| x.ln())
+            .collect();
         let mut s = sampler(SamplingConfig {
             top_p: 0.7,
             seed: 3,
@@ -470,7 +477,9 @@ mod tests {
                 top_p: 0.95,
                 ..Default::default()
             });
-            (0..32).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..32)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -485,7 +494,10 @@ mod tests {
                 seed: 1,
                 ..Default::default()
             });
-            (0..4000).filter(|_| s.sample(&logits).unwrap() == 0).count() as f64 / 4000.0
+            (0..4000)
+                .filter(|_| s.sample(&logits).unwrap() == 0)
+                .count() as f64
+                / 4000.0
         };
         let (cold, warm, hot) = (frac_first(0.25), frac_first(1.0), frac_first(10.0));
         // Exact shares: 0.9997, 0.665, 0.367.

@@ -98,10 +98,10 @@ impl SegmentReader<'_> {
         let base_hidden = if self.use_cache {
             let done = self.hidden.as_ref().map_or(0, |h| h.dims()[1]);
             let all = if done < n {
-                let new = self
-                    .model
-                    .base
-                    .hidden_states(ids_tensor(&self.ids[done..], &self.device), Some(&mut self.cache));
+                let new = self.model.base.hidden_states(
+                    ids_tensor(&self.ids[done..], &self.device),
+                    Some(&mut self.cache),
+                );
                 match self.hidden.take() {
                     Some(h) => Tensor::cat(vec![h, new], 1),
                     None => new,
