@@ -63,7 +63,8 @@ impl SamplingConfig {
     /// top-k ≥ 1.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(GemmaError::InvalidInput(m));
-        if !self.greedy && !(self.temperature.is_finite() && self.temperature > 0.0) {
+        let temperature_ok = self.temperature.is_finite() && self.temperature > 0.0;
+        if !self.greedy && !temperature_ok {
             return bad(format!(
                 "temperature = {} must be finite and > 0 (use greedy decoding for temperature 0)",
                 self.temperature

@@ -394,7 +394,9 @@ fn bare_base_greedy_with_the_cache_equals_greedy_without_it() {
     assert_eq!(seen, cached.tokens);
     // Greedy is what the full forward's arg-max says at every step.
     let seq: Vec<u32> = p.iter().chain(&cached.tokens).copied().collect();
-    let x = base.ids_tensor(&[seq.clone()], &device()).unwrap();
+    let x = base
+        .ids_tensor(std::slice::from_ref(&seq), &device())
+        .unwrap();
     let logits = base.forward(x, None).logits;
     let v = base.config().vocab_size;
     let flat = logits
