@@ -14,6 +14,7 @@ mod demo;
 mod device;
 mod import;
 mod eval;
+mod generate;
 mod score;
 mod test;
 mod train;
@@ -52,6 +53,8 @@ enum Command {
     ImportReference(import::ImportArgs),
     /// Evaluate a checkpoint (or config) against its base: perplexities and the paper's metrics.
     Eval(eval::EvalArgs),
+    /// Generate text with a HippoFormer checkpoint or the bare base model (streamed).
+    Generate(generate::GenerateArgs),
 }
 
 /// An error caused by the user's input: exits with code 2.
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::AuditCausality(args) => audit::run(args),
         Command::ImportReference(args) => import::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! - [`tokenizer`]: `tokenizer.json`, BOS added exactly once.
 //! - [`lora`]: LoRA adapters on chosen projections (Burn's built-in `Lora`).
 //! - [`score`]: per-token negative log-likelihood with a rolling window.
+//! - [`sample`]: seeded sampling (greedy, temperature, top-k, top-p) and base-model generation.
 //!
 //! Architecture invariant: this crate knows nothing about memory, salience or training loops.
 //! It does no I/O beyond reading the files it is given.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod load;
 pub mod lora;
 pub mod model;
+pub mod sample;
 pub mod score;
 pub mod tokenizer;
 pub mod weights;
@@ -29,5 +31,6 @@ pub use config::{Activation, GemmaConfig, GemmaFamily, LayerType, Rope};
 pub use error::{GemmaError, Result};
 pub use load::{LoadedModel, ModelLocation, load, load_from, resolve};
 pub use model::{Gemma, GemmaOutput};
+pub use sample::{GenerateOptions, Generation, Sampler, SamplingConfig, StopReason};
 pub use tokenizer::GemmaTokenizer;
 pub use weights::{GgufWeights, RawTensor, SafetensorsWeights, WeightSource};

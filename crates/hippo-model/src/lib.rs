@@ -16,10 +16,12 @@ pub mod config;
 pub mod error;
 pub mod fusion;
 pub mod import;
+pub mod generate;
 pub mod model;
 pub mod params;
 
 pub use config::{HippoFormerConfig, QueryMode, SalienceMode};
 pub use error::{HippoError, Result};
 pub use fusion::OutputFusion;
-pub use model::{HippoFormer, LossTerms, Salience, SegmentOutput};
+pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
+pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput};

@@ -48,10 +48,19 @@ pub struct Salience {
     pub gate: Option<SalienceOutput>,
 }
 
+/// Which positions of a segment go through the (large) LM head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitPositions {
+    /// Every position: logits `[B, T, V]`.
+    All,
+    /// Only the last position: logits `[B, 1, V]` (what sampling the next token needs).
+    Last,
+}
+
 /// Everything one segment's forward produced.
 #[derive(Debug, Clone)]
 pub struct SegmentOutput {
-    /// Logits `[B, T, V]`.
+    /// Logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]).
     pub logits: Tensor<3>,
     /// Base final hidden states `[B, T, D]`.
     pub base_hidden: Tensor<3>,
@@ -208,6 +217,17 @@ impl HippoFormer {
         valid: Tensor<2, Bool>,
         state: &MemoryState,
     ) -> Result<SegmentOutput> {
+        self.check_segment(&ids, &valid, state)?;
+        let base_hidden = self.base.hidden_states(ids.clone(), None);
+        self.forward_from_base(ids, valid, base_hidden, state, LogitPositions::All)
+    }
+
+    fn check_segment(
+        &self,
+        ids: &Tensor<2, Int>,
+        valid: &Tensor<2, Bool>,
+        state: &MemoryState,
+    ) -> Result<()> {
         let [b, t] = ids.dims();
         if valid.dims() != [b, t] {
             return Err(HippoError::InvalidInput(format!(
@@ -221,7 +241,29 @@ impl HippoFormer {
                 state.batch_size()
             )));
         }
-        let base_hidden = self.base.hidden_states(ids.clone(), None);
+        Ok(())
+    }
+
+    /// [`forward`](Self::forward) over base hidden states the caller already computed
+    /// (`self.base.hidden_states(ids)` `[B, T, D]`, e.g. incrementally with a KV cache, as
+    /// generation does); `positions` chooses which positions go through the LM head.
+    pub fn forward_from_base(
+        &self,
+        ids: Tensor<2, Int>,
+        valid: Tensor<2, Bool>,
+        base_hidden: Tensor<3>,
+        state: &MemoryState,
+        positions: LogitPositions,
+    ) -> Result<SegmentOutput> {
+        self.check_segment(&ids, &valid, state)?;
+        let [b, t] = ids.dims();
+        let d = self.base.config().hidden_size;
+        if base_hidden.dims() != [b, t, d] {
+            return Err(HippoError::InvalidInput(format!(
+                "base hidden states {:?} do not match ids [{b}, {t}] and width {d}",
+                base_hidden.dims()
+            )));
+        }
         let salience = self.salience_of(&base_hidden, &ids, &valid);
         let (hidden, drift) = if self.config.drift {
             let out = self.drift.forward(base_hidden.clone(), valid.clone())?;
@@ -258,7 +300,17 @@ impl HippoFormer {
         } else {
             hidden.clone()
         };
-        let logits = self.base.lm_head(fused.clone());
+        let logits = match positions {
+            LogitPositions::All => self.base.lm_head(fused.clone()),
+            LogitPositions::Last if t > 0 => {
+                self.base.lm_head(fused.clone().slice_dim(1, t - 1..t))
+            }
+            LogitPositions::Last => {
+                return Err(HippoError::InvalidInput(
+                    "an empty segment has no last position".into(),
+                ));
+            }
+        };
         Ok(SegmentOutput {
             logits,
             base_hidden,
