@@ -159,7 +159,8 @@ pub fn variants(
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    let base: toml::Table = toml::from_str(&full.to_toml()).context("re-reading the full config")?;
+    let base: toml::Table =
+        toml::from_str(&full.to_toml()).context("re-reading the full config")?;
     for path in files {
         let name = path
             .file_stem()
@@ -256,10 +257,7 @@ pub fn summarise(
             } else {
                 None
             };
-            (
-                Some((paired.mean_diff, paired.ci.lo, paired.ci.hi)),
-                p,
-            )
+            (Some((paired.mean_diff, paired.ci.lo, paired.ci.hi)), p)
         };
         out.push(VariantSummary {
             variant: name.clone(),
@@ -295,9 +293,9 @@ pub fn markdown(r: &AblationResults) -> String {
         r.base_model, r.corpus, r.eval_docs, r.train_steps, r.seq_len, r.git_commit
     );
     for v in &r.variants {
-        let delta = v
-            .delta_nll
-            .map_or("—".to_string(), |(d, lo, hi)| format!("{d:+.4} [{lo:+.4}, {hi:+.4}]"));
+        let delta = v.delta_nll.map_or("—".to_string(), |(d, lo, hi)| {
+            format!("{d:+.4} [{lo:+.4}, {hi:+.4}]")
+        });
         let p = |x: Option<f64>| x.map_or("—".to_string(), |p| format!("{p:.3}"));
         s.push_str(&format!(
             "| {} | {} | {:.3} [{:.3}, {:.3}] | {} | {} | {} |\n",

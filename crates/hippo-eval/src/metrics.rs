@@ -702,7 +702,9 @@ pub fn paper_metrics(inputs: &MetricInputs<'_>) -> Result<PaperMetrics> {
         buffer_priority: buffer_priority(inputs.trace),
         temporal_coherence: temporal_coherence(inputs.trace, inputs.kernel, inputs.noise_seed),
         ci_level: CI_LEVEL,
-        ci_method: format!("percentile bootstrap over documents ({CI_RESAMPLES} resamples, seed 0)"),
+        ci_method: format!(
+            "percentile bootstrap over documents ({CI_RESAMPLES} resamples, seed 0)"
+        ),
         leaky: inputs.hippo.leaky,
     })
 }

@@ -15,8 +15,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fusion;
-pub mod import;
 pub mod generate;
+pub mod import;
 pub mod model;
 pub mod params;
 
