@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
+use hippo_eval::figures::{self, Bar, BufferTrace, FigurePaths, Series};
 use hippo_eval::{EvalOptions, PplReport, Scorer, evaluate};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoFormer, HippoFormerConfig};
 use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus};
 use hippo_train::trainer::{TrainOptions, train_model};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
@@ -48,7 +49,7 @@ pub struct DemoArgs {
     pub device: String,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Row {
     corpus: String,
     split: String,
@@ -56,7 +57,14 @@ struct Row {
     report: PplReport,
 }
 
-#[derive(Serialize)]
+/// Salience of one real passage (the first segment of the first held-out article).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SaliencePassage {
+    tokens: Vec<String>,
+    salience: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Results {
     model: String,
     tokenizer: String,
@@ -67,8 +75,157 @@ struct Results {
     seq_len: usize,
     git_commit: String,
     rows: Vec<Row>,
+    /// The trained HippoFormer's salience over a real passage.
+    salience_passage: Option<SaliencePassage>,
+    /// The trained HippoFormer's buffer after each segment of the longest held-out article.
+    buffer_trace: Option<BufferTrace>,
+    /// The training log the curves are drawn from (metrics.jsonl), if training ran.
+    training_log: Option<PathBuf>,
     elapsed_s: f64,
     note: String,
+}
+
+/// exp of a mean-NLL series (`None` → no point).
+fn ppl_series(label: &str, nll: &[Option<f64>]) -> Series {
+    let (x, y): (Vec<f64>, Vec<f64>) = nll
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (i as f64, v.exp())))
+        .unzip();
+    Series::new(label, x, y)
+}
+
+/// Token perplexity of a report with a 95% bootstrap interval over documents (of mean NLL).
+fn ppl_bar(label: &str, r: &PplReport) -> Result<Bar> {
+    let per_doc: Vec<f64> = r
+        .per_document
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|&(s, n)| s / n as f64)
+        .collect();
+    let (lo, hi) = if per_doc.len() >= 2 {
+        let i = hippo_eval::stats::bootstrap_mean_ci(&per_doc, 0.95, 10_000, 0)?;
+        (i.lo.exp(), i.hi.exp())
+    } else {
+        (r.token_ppl, r.token_ppl)
+    };
+    Ok(Bar {
+        label: label.to_string(),
+        mean: r.token_ppl,
+        lo: lo.min(r.token_ppl),
+        hi: hi.max(r.token_ppl),
+    })
+}
+
+/// Every figure of a demo, drawn from its results alone (so `results.json` re-renders them).
+fn figures_from_results(r: &Results, dir: &Path) -> Result<Vec<FigurePaths>> {
+    let mut out = Vec::new();
+    for corpus in ["wiki-sample", "sotu"] {
+        let rows: Vec<&Row> = r.rows.iter().filter(|x| x.corpus == corpus).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let by_pos: Vec<Series> = rows
+            .iter()
+            .map(|x| ppl_series(&x.scorer, &x.report.nll_by_position))
+            .collect();
+        out.push(figures::ppl_by_position(
+            &by_pos,
+            &dir.join(format!("ppl_by_position_{corpus}")),
+        )?);
+        let by_seg: Vec<Series> = rows
+            .iter()
+            .map(|x| ppl_series(&x.scorer, &x.report.nll_by_segment))
+            .collect();
+        out.push(figures::ppl_by_segment(
+            &by_seg,
+            &dir.join(format!("ppl_by_segment_{corpus}")),
+        )?);
+        let bars: Vec<Bar> = rows
+            .iter()
+            .map(|x| ppl_bar(&x.scorer, &x.report))
+            .collect::<Result<_>>()?;
+        out.push(figures::ablation_bars(
+            &bars,
+            &format!("token perplexity on {corpus} (95% bootstrap CI over documents)"),
+            &dir.join(format!("scorers_{corpus}")),
+        )?);
+    }
+    if let Some(p) = &r.salience_passage {
+        out.push(figures::salience_heatmap(
+            &p.tokens,
+            &p.salience,
+            &dir.join("salience_heatmap"),
+        )?);
+    }
+    if let Some(t) = &r.buffer_trace {
+        out.push(figures::buffer_dynamics(t, &dir.join("buffer_dynamics"))?);
+    }
+    if let Some(log) = r.training_log.as_ref().filter(|p| p.exists()) {
+        let log = figures::read_metrics_jsonl(log)?;
+        let names: Vec<&str> = figures::DEFAULT_TRAINING_METRICS
+            .iter()
+            .copied()
+            .filter(|m| log.get(m).is_some())
+            .collect();
+        out.push(figures::training_curves(
+            &log,
+            &names,
+            &dir.join("training_curves"),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Salience of the trained model over the first segment of `doc`, with each token's text.
+fn salience_passage(
+    model: &HippoFormer,
+    tok: &GemmaTokenizer,
+    doc: &[u32],
+    seq_len: usize,
+    device: &burn::tensor::Device,
+) -> Result<SaliencePassage> {
+    let ids: Vec<u32> = doc.iter().copied().take(seq_len.min(96)).collect();
+    let x = model.base.ids_tensor(std::slice::from_ref(&ids), device)?;
+    let valid = burn::tensor::Tensor::<2, burn::tensor::Bool>::full([1, ids.len()], true, device);
+    let state = model.empty_state(1, device);
+    let out = model.forward(x, valid, &state)?;
+    let salience: Vec<f32> = out.salience.salience.to_data().iter::<f32>().collect();
+    let tokens = ids
+        .iter()
+        .map(|&i| tok.decode(&[i]).unwrap_or_default())
+        .collect();
+    Ok(SaliencePassage { tokens, salience })
+}
+
+/// The buffer after each segment of `doc` streamed through the model.
+fn buffer_trace(
+    model: &HippoFormer,
+    doc: &[u32],
+    seq_len: usize,
+    device: &burn::tensor::Device,
+) -> Result<BufferTrace> {
+    let mut state = model.empty_state(1, device);
+    let mut trace = BufferTrace {
+        utilisation: Vec::new(),
+        mean_priority: Vec::new(),
+        accepted_writes: Vec::new(),
+    };
+    for seg in doc.chunks(seq_len) {
+        let x = model.base.ids_tensor(&[seg.to_vec()], device)?;
+        let valid =
+            burn::tensor::Tensor::<2, burn::tensor::Bool>::full([1, seg.len()], true, device);
+        let out = model.forward(x, valid, &state)?;
+        let (next, outcome) = model.commit(state, &out)?;
+        state = next;
+        let stats = model.memory.stats(&state);
+        trace.utilisation.push(stats.utilisation);
+        trace.mean_priority.push(stats.mean_effective_priority);
+        trace
+            .accepted_writes
+            .push(outcome.map_or(0.0, |o| o.n_accepted.sum().into_scalar::<i64>() as f64));
+    }
+    Ok(trace)
 }
 
 pub(crate) fn git_commit() -> String {
@@ -155,6 +312,29 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             });
         }
     }
+    let first = wiki_test
+        .docs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the Wikipedia test split is empty"))?;
+    let longest = wiki_test
+        .docs
+        .iter()
+        .take(args.wiki_docs)
+        .max_by_key(|d| d.tokens.len())
+        .unwrap_or(first);
+    let salience_passage = Some(salience_passage(
+        &model,
+        &tokenizer,
+        &first.tokens,
+        args.seq_len,
+        &device,
+    )?);
+    let buffer_trace = Some(buffer_trace(
+        &model,
+        &longest.tokens,
+        args.seq_len,
+        &device,
+    )?);
     let results = Results {
         model: assets.gguf.display().to_string(),
         tokenizer: assets.tokenizer.display().to_string(),
@@ -168,6 +348,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         seq_len: args.seq_len,
         git_commit: git_commit(),
         rows,
+        salience_passage,
+        buffer_trace,
+        training_log: (args.train_steps > 0)
+            .then(|| args.output_dir.join("train").join("metrics.jsonl")),
         elapsed_s: started.elapsed().as_secs_f64(),
         note: "Every scorer reads the identical segments of seq_len tokens; HippoFormer also reads its per-stream memory of the document's earlier segments. Token-weighted NLL; word and byte perplexity as lm-evaluation-harness defines them.".into(),
     };
@@ -179,11 +363,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let md = markdown(&results);
     let md_path = args.output_dir.join("results.md");
     std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let figs = figures_from_results(&results, &args.output_dir)?;
     println!("{md}");
     println!(
-        "wrote {} and {} in {:.0?}",
+        "wrote {}, {} and {} figures (PNG + SVG) in {:.0?}",
         json_path.display(),
         md_path.display(),
+        figs.len(),
         started.elapsed()
     );
     Ok(())
@@ -270,4 +456,92 @@ fn markdown(r: &Results) -> String {
     }
     s.push_str(&format!("\n{}\n\ngit commit {}\n", r.note, r.git_commit));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(nll: f64) -> PplReport {
+        PplReport {
+            documents: 2,
+            tokens: 6,
+            words: 4,
+            bytes: 20,
+            nll_sum: 6.0 * nll,
+            mean_nll: nll,
+            token_ppl: nll.exp(),
+            word_ppl: (6.0 * nll / 4.0).exp(),
+            byte_ppl: (6.0 * nll / 20.0).exp(),
+            bits_per_byte: 6.0 * nll / (20.0 * std::f64::consts::LN_2),
+            nll_by_segment: vec![Some(nll + 0.1), Some(nll - 0.1)],
+            tokens_by_segment: vec![3, 3],
+            nll_by_position: vec![Some(nll + 0.2), None, Some(nll - 0.2)],
+            per_document: vec![(3.0 * nll - 0.3, 3), (3.0 * nll + 0.3, 3)],
+            per_document_by_segment: Vec::new(),
+            leaky: false,
+        }
+    }
+
+    #[test]
+    fn results_json_round_trips_into_the_table_and_figures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("metrics.jsonl");
+        std::fs::write(
+            &log,
+            "{\"step\":1,\"loss\":3.0,\"lm\":2.5}\n{\"step\":2,\"loss\":2.8,\"lm\":2.4,\"valid_ppl\":11.0}\n",
+        )
+        .expect("write log");
+        let rows = ["base", "hippoformer", "hippoformer_memory_off"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Row {
+                corpus: "wiki-sample".into(),
+                split: "test".into(),
+                scorer: s.to_string(),
+                report: report(2.0 + 0.1 * i as f64),
+            })
+            .collect();
+        let results = Results {
+            model: "m".into(),
+            tokenizer: "t".into(),
+            corpora: vec!["c".into()],
+            config: HippoFormerConfig::default(),
+            trained_steps: 2,
+            training: None,
+            seq_len: 3,
+            git_commit: "abc".into(),
+            rows,
+            salience_passage: Some(SaliencePassage {
+                tokens: vec!["The".into(), " cat".into(), " sat".into()],
+                salience: vec![0.2, 0.9, 0.4],
+            }),
+            buffer_trace: Some(BufferTrace {
+                utilisation: vec![0.1, 0.2],
+                mean_priority: vec![3.0, 2.7],
+                accepted_writes: vec![3.0, 3.0],
+            }),
+            training_log: Some(log),
+            elapsed_s: 1.0,
+            note: "n".into(),
+        };
+        let path = dir.path().join("results.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))
+            .expect("write");
+        let back: Results =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+        assert_eq!(markdown(&back), markdown(&results));
+        let figs = figures_from_results(&back, &dir.path().join("figs")).expect("figures");
+        // 3 per corpus (position, segment, bars) + heatmap + buffer + training curves.
+        assert_eq!(figs.len(), 6);
+        for f in &figs {
+            assert!(
+                std::fs::metadata(&f.png).expect("png").len() > 1000,
+                "{:?}",
+                f.png
+            );
+            let svg = std::fs::read_to_string(&f.svg).expect("svg");
+            assert!(svg.contains("<svg"), "{:?}", f.svg);
+        }
+    }
 }
