@@ -636,7 +636,6 @@ fn data_parallel_needs_a_stream_per_device() {
         },
         &device(),
     )
-    .err()
-    .expect("3 devices for 2 streams must be refused");
+    .expect_err("3 devices for 2 streams must be refused");
     assert!(err.to_string().contains("batch_size ≥ 3"), "{err}");
 }
