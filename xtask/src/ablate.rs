@@ -109,9 +109,10 @@ pub struct VariantSummary {
     pub variant: String,
     /// Seeds run.
     pub seeds: Vec<u64>,
-    /// Token perplexity: mean over seeds.
+    /// Token perplexity over seeds: exp(mean over seeds of the mean NLL).
     pub ppl_mean: f64,
-    /// 95% Student-t interval over seeds (lo, hi); equal to the mean with one seed.
+    /// exp of the 95% Student-t interval of the mean NLL over seeds (lo, hi); a point with one
+    /// seed.
     pub ppl_ci: (f64, f64),
     /// Mean NLL per token, mean over seeds.
     pub nll_mean: f64,
@@ -233,12 +234,15 @@ pub fn summarise(
         if rs.is_empty() {
             continue;
         }
-        let ppl: Vec<f64> = rs.iter().map(|r| r.token_ppl).collect();
-        let ci = if ppl.len() >= 2 {
-            let i = stats::mean_ci_t(&ppl, 0.95)?;
-            (i.lo, i.hi)
+        // Perplexity over seeds: exp of the mean NLL, with the t interval taken on the NLL
+        // (so the interval is positive and matches the geometric mean of the perplexities).
+        let nll: Vec<f64> = rs.iter().map(|r| r.mean_nll).collect();
+        let nll_mean = nll.iter().sum::<f64>() / nll.len() as f64;
+        let ci = if nll.len() >= 2 {
+            let i = stats::mean_ci_t(&nll, 0.95)?;
+            (i.lo.exp(), i.hi.exp())
         } else {
-            (ppl[0], ppl[0])
+            (nll_mean.exp(), nll_mean.exp())
         };
         let (delta, p) = if name == "full" {
             (None, None)
@@ -262,9 +266,9 @@ pub fn summarise(
         out.push(VariantSummary {
             variant: name.clone(),
             seeds: rs.iter().map(|r| r.seed).collect(),
-            ppl_mean: ppl.iter().sum::<f64>() / ppl.len() as f64,
+            ppl_mean: nll_mean.exp(),
             ppl_ci: ci,
-            nll_mean: rs.iter().map(|r| r.mean_nll).sum::<f64>() / rs.len() as f64,
+            nll_mean,
             delta_nll: delta,
             p_wilcoxon: p,
             p_holm: None,
