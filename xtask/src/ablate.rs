@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use hippo_eval::stats;
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::HippoFormerConfig;
@@ -438,7 +437,7 @@ pub fn run(args: &AblateArgs) -> Result<()> {
                 &opts,
                 &device,
             )?;
-            let model = model.valid();
+            let model = model.for_inference();
             let report = hippo_eval::evaluate(
                 &hippo_eval::Scorer::Hippo(&model),
                 test.clone(),

@@ -220,7 +220,7 @@ fn hippo_overhead(
     ids: &[u32],
     device: &Device,
 ) -> Result<HippoBench> {
-    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?;
+    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?.for_inference();
     let d = base.config().hidden_size;
     let m = config.buffer_size;
     let t = ids.len();
@@ -311,7 +311,7 @@ fn eval_throughput(
         .sort_by_key(|d| std::cmp::Reverse(d.tokens.len()));
     corpus.docs.truncate(args.eval_docs.max(1));
     let corpus = Arc::new(corpus);
-    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?;
+    let hippo = HippoFormer::new(base.clone(), config.clone(), device)?.for_inference();
     let opts = hippo_eval::EvalOptions {
         seq_len: args.eval_seq_len,
         streams: 1,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::module::Module;
 use hippo_eval::figures::{self, Bar, BufferTrace, FigurePaths, Series};
 use hippo_eval::{EvalOptions, PplReport, Scorer, evaluate};
 use hippo_gemma::GemmaTokenizer;
@@ -267,7 +266,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     let (model, training) = demo_model(&base, &config, args, &load, &device)?;
     // Inference copy: off the autodiff device, dropout off.
-    let model = model.valid();
+    let model = model.for_inference();
     let memory_off = HippoFormer {
         config: HippoFormerConfig {
             memory: false,

@@ -351,7 +351,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some((dir, _)) => {
             let (m, meta) =
                 checkpoint::load(base.clone(), location.path(), dir, &device).map_err(model_err)?;
-            (m, Some(meta.step))
+            (m.for_inference(), Some(meta.step))
         }
         None => {
             let mut c = config.clone();

@@ -266,6 +266,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                         other => other.into(),
                     },
                 )?;
+            model = model.for_inference();
             if args.f16_lm_head {
                 model.base = model.base.with_f16_lm_head();
             }

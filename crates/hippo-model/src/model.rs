@@ -158,6 +158,22 @@ impl HippoFormer {
         Ok(model)
     }
 
+    /// A read-only copy for evaluation and generation: off the autodiff device (no dropout, no
+    /// running-statistics update) and, with LoRA, the adapters merged into the base weights once
+    /// (`W + (α/r)·A·B`), so no forward re-applies them. The logits equal this model's inference
+    /// logits up to float rounding of the merge.
+    pub fn for_inference(&self) -> Self {
+        let m = self.valid();
+        if self.config.use_lora {
+            Self {
+                base: lora::merged(&m.base),
+                ..m
+            }
+        } else {
+            m
+        }
+    }
+
     /// An empty memory state for `batch` streams.
     pub fn empty_state(&self, batch: usize, device: &Device) -> MemoryState {
         self.memory.empty_state(batch, device)
