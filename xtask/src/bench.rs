@@ -102,7 +102,7 @@ pub struct HippoBench {
     pub base_tok_s: f64,
     /// HippoFormer forward, tokens/s.
     pub hippo_tok_s: f64,
-    /// `base time / hippo time − 1` reversed: `hippo time / base time − 1` (target ≤ 0.15).
+    /// `hippo time / base time − 1` (target ≤ 0.15).
     pub overhead: f64,
 }
 
