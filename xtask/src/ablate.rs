@@ -339,9 +339,7 @@ fn load_corpus(
     split: Split,
     tok: &GemmaTokenizer,
 ) -> Result<Arc<TokenizedCorpus>> {
-    let home = crate::assets::hippo_home(None)?;
-    let cache = home.join("cache");
-    let c = TokenizedCorpus::load_or_build(spec, split, &home, tok, &cache)
+    let c = crate::tokenized_split(spec, split, tok)
         .with_context(|| format!("tokenising {spec} ({split})"))?;
     if c.docs.is_empty() {
         bail!(UsageError::new(format!(
@@ -368,15 +366,7 @@ pub fn run(args: &AblateArgs) -> Result<()> {
     let variants = variants(&full, &args.ablations_dir, &args.variants)?;
     let model_arg = crate::base_model_arg(args.model.as_deref(), &full.base_model)?;
     let location = hippo_gemma::resolve(&model_arg).map_err(|e| UsageError::wrap(e.into()))?;
-    let tok_path = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => location.default_tokenizer().ok_or_else(|| {
-            UsageError::wrap(anyhow::anyhow!(
-                "no tokenizer.json beside {}; pass --tokenizer",
-                location.path().display()
-            ))
-        })?,
-    };
+    let tok_path = crate::tokenizer_path(args.tokenizer.as_deref(), &location, "pass --tokenizer")?;
     let tok = GemmaTokenizer::from_file(&tok_path)?;
     let spec: CorpusSpec = args
         .dataset
@@ -472,7 +462,7 @@ pub fn run(args: &AblateArgs) -> Result<()> {
     }
     let order: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
     let results = AblationResults {
-        git_commit: crate::demo::git_commit(),
+        git_commit: crate::git_commit(),
         base_model: model_arg,
         corpus: spec.to_string(),
         eval_docs: test.docs.len(),

@@ -277,24 +277,18 @@ fn bench_tokenizer(
     args: &BenchArgs,
     location: &hippo_gemma::ModelLocation,
 ) -> Result<GemmaTokenizer> {
-    let path = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => location.default_tokenizer().ok_or_else(|| {
-            crate::UsageError::wrap(anyhow::anyhow!(
-                "no tokenizer.json beside {}; pass --tokenizer or --no-eval --no-train",
-                location.path().display()
-            ))
-        })?,
-    };
+    let path = crate::tokenizer_path(
+        args.tokenizer.as_deref(),
+        location,
+        "pass --tokenizer or --no-eval --no-train",
+    )?;
     Ok(GemmaTokenizer::from_file(&path)?)
 }
 
 fn wiki_split(tok: &GemmaTokenizer, split: Split) -> Result<TokenizedCorpus> {
-    let home = crate::assets::hippo_home(None)?;
-    let cache = home.join("cache");
-    TokenizedCorpus::load_or_build(&CorpusSpec::WikiSample, split, &home, tok, &cache).with_context(
-        || format!("tokenising the Wikipedia sample ({split}); run `cargo xtask assets`"),
-    )
+    crate::tokenized_split(&CorpusSpec::WikiSample, split, tok).with_context(|| {
+        format!("tokenising the Wikipedia sample ({split}); run `cargo xtask assets`")
+    })
 }
 
 /// Streams the `docs` longest Wikipedia-sample test documents through the base and HippoFormer.

@@ -227,16 +227,6 @@ fn buffer_trace(
     Ok(trace)
 }
 
-pub(crate) fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Runs `demo`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -254,9 +244,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     tracing::info!(model = %assets.gguf.display(), "loading the base model");
     let base = hippo_gemma::load(&config.base_model, &device)?.model;
     let tokenizer = GemmaTokenizer::from_file(&assets.tokenizer)?;
-    let cache = home.join("cache");
     let load = |spec: &CorpusSpec, split: Split| -> Result<Arc<TokenizedCorpus>> {
-        let c = TokenizedCorpus::load_or_build(spec, split, &home, &tokenizer, &cache)
+        let c = crate::tokenized_split(spec, split, &tokenizer)
             .with_context(|| format!("tokenising {spec} ({split})"))?;
         tracing::info!(corpus = %spec, split = %split, docs = c.len(), tokens = c.total_tokens(), "corpus ready");
         Ok(Arc::new(c))
@@ -345,7 +334,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         trained_steps: args.train_steps,
         training,
         seq_len: args.seq_len,
-        git_commit: git_commit(),
+        git_commit: crate::git_commit(),
         rows,
         salience_passage,
         buffer_trace,

@@ -27,7 +27,7 @@ use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, checkpoint};
 use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home, load_corpus};
 
-use crate::UsageError;
+use crate::{UsageError, usage};
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -82,10 +82,6 @@ pub struct EvalArgs {
     pub device: String,
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
-    UsageError::wrap(e.into())
-}
-
 fn data_err(e: DataError) -> anyhow::Error {
     match e {
         DataError::UnknownCorpus { .. }
@@ -115,50 +111,6 @@ fn eval_err(e: EvalError) -> anyhow::Error {
         EvalError::Data(d) => data_err(d),
         other => other.into(),
     }
-}
-
-/// `git rev-parse HEAD`, or `unknown`.
-pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The checkpoint directory `path` names: itself when it holds `meta.json`, else the newest
-/// `checkpoints/step-*` below it.
-fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
-    if path.join(checkpoint::META_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let root = path.join("checkpoints");
-    if let Ok(Some((_, dir))) = hippo_train::trainer::state::latest_checkpoint(&root) {
-        return Ok(dir);
-    }
-    bail!(UsageError::new(format!(
-        "{} is not a checkpoint (no {}) nor a training output directory with checkpoints/",
-        path.display(),
-        checkpoint::META_FILE
-    )))
-}
-
-/// The training segment length and seed a checkpoint records (`trainer.json`), if any.
-fn trainer_info(dir: &Path) -> (Option<usize>, Option<u64>) {
-    let Ok(text) = std::fs::read_to_string(dir.join("trainer.json")) else {
-        return (None, None);
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return (None, None);
-    };
-    (
-        v["batcher"]["config"]["seq_len"]
-            .as_u64()
-            .map(|x| x as usize),
-        v["seed"].as_u64(),
-    )
 }
 
 /// Texts and token offsets of the evaluated documents, from the raw corpus and the tokenizer;
@@ -269,7 +221,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     // The config: the checkpoint's, or --config, or the defaults.
     let ckpt = match &args.checkpoint {
         Some(p) => {
-            let dir = checkpoint_dir(p)?;
+            let dir = crate::checkpoint_dir(p)?;
             let meta = checkpoint::read_meta(&dir).map_err(model_err)?;
             Some((dir, meta))
         }
@@ -285,7 +237,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let spec: CorpusSpec = args.dataset.parse().map_err(usage)?;
     let split: Split = args.split.parse().map_err(usage)?;
-    let (train_seq_len, train_seed) = ckpt.as_ref().map_or((None, None), |(d, _)| trainer_info(d));
+    let (train_seq_len, train_seed) = ckpt
+        .as_ref()
+        .map_or((None, None), |(d, _)| crate::trained_with(d));
     let seq_len = args.seq_len.or(train_seq_len).unwrap_or(512);
 
     let model_arg = match (&args.model, &ckpt) {
@@ -309,18 +263,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
              max_position_embeddings {max_pos}"
         )));
     }
-    let tok_path = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => location.default_tokenizer().ok_or_else(|| {
-            usage(anyhow::anyhow!(
-                "no tokenizer.json beside {}; pass --tokenizer",
-                location.path().display()
-            ))
-        })?,
-    };
+    let tok_path = crate::tokenizer_path(args.tokenizer.as_deref(), &location, "pass --tokenizer")?;
     let tok = GemmaTokenizer::from_file(&tok_path)?;
     let home = default_home().map_err(data_err)?;
-    let corpus = TokenizedCorpus::load_or_build(&spec, split, &home, &tok, &home)
+    let corpus = crate::tokenized_split(&spec, split, &tok)
         .map_err(data_err)
         .with_context(|| format!("loading {spec} ({split})"))?;
     if corpus.docs.iter().all(|d| d.tokens.len() < 2) {
@@ -434,7 +380,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let results = EvalResults {
         format: RESULTS_FORMAT,
         metadata: EvalMetadata {
-            git_commit: git_commit(),
+            git_commit: crate::git_commit(),
             timestamp: utc_timestamp(),
             config: model.config.clone(),
             checkpoint: ckpt.as_ref().map(|(d, _)| d.display().to_string()),

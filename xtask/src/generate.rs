@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use hippo_gemma::{GemmaTokenizer, SamplingConfig, StopReason};
 use hippo_model::{HippoError, HippoGenerateOptions};
 
-use crate::UsageError;
+use crate::{UsageError, usage};
 
 /// Segment length when the checkpoint does not record the one it was trained with.
 const DEFAULT_SEGMENT_LEN: usize = 256;
@@ -83,55 +83,11 @@ pub struct GenerateArgs {
     pub device: String,
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
-    UsageError::wrap(e.into())
-}
-
-/// The checkpoint directory `arg` names: itself if it holds `meta.json`, else the newest
-/// checkpoint of a training output directory.
-fn checkpoint_dir(arg: &Path) -> Result<PathBuf> {
-    if arg.join(hippo_model::checkpoint::META_FILE).is_file() {
-        return Ok(arg.to_path_buf());
-    }
-    if !arg.is_dir() {
-        bail!(UsageError::new(format!(
-            "checkpoint directory {} does not exist",
-            arg.display()
-        )));
-    }
-    let root = arg.join("checkpoints");
-    match hippo_train::trainer::state::latest_checkpoint(&root).map_err(usage)? {
-        Some((_, dir)) => Ok(dir),
-        None => bail!(UsageError::new(format!(
-            "{} is not a checkpoint (no {}) and holds no checkpoints/step-N",
-            arg.display(),
-            hippo_model::checkpoint::META_FILE
-        ))),
-    }
-}
-
-/// The `seq_len` a checkpoint was trained with, from its `trainer.json`, if recorded.
-fn trained_seq_len(dir: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(dir.join(hippo_train::trainer::state::TRAINER_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.pointer("/batcher/config/seq_len")?
-        .as_u64()
-        .map(|x| x as usize)
-}
-
 fn tokenizer_for(
     args: &GenerateArgs,
     location: &hippo_gemma::ModelLocation,
 ) -> Result<GemmaTokenizer> {
-    let path = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => location.default_tokenizer().ok_or_else(|| {
-            usage(anyhow::anyhow!(
-                "no tokenizer.json beside {}; pass --tokenizer",
-                location.path().display()
-            ))
-        })?,
-    };
+    let path = crate::tokenizer_path(args.tokenizer.as_deref(), location, "pass --tokenizer")?;
     Ok(GemmaTokenizer::from_file(&path)?)
 }
 
@@ -207,7 +163,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "give exactly one of --prompt, --prompt-file"
         )),
     };
-    let ckpt = args.checkpoint.as_deref().map(checkpoint_dir).transpose()?;
+    let ckpt = args
+        .checkpoint
+        .as_deref()
+        .map(crate::checkpoint_dir)
+        .transpose()?;
     let model_arg = match (&ckpt, &args.model) {
         (Some(dir), None) => {
             let meta = hippo_model::checkpoint::read_meta(dir).map_err(usage)?;
@@ -270,7 +230,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             if args.f16_lm_head {
                 model.base = model.base.with_f16_lm_head();
             }
-            let (segment_len, from) = match (args.segment_len, trained_seq_len(dir)) {
+            let (segment_len, from) = match (args.segment_len, crate::trained_with(dir).0) {
                 (Some(n), _) => (n, "--segment-len"),
                 (None, Some(n)) => (n, "the training seq_len"),
                 (None, None) => (DEFAULT_SEGMENT_LEN, "default"),

@@ -106,6 +106,82 @@ pub fn base_model_arg(explicit: Option<&str>, config_base: &str) -> anyhow::Resu
     }
 }
 
+/// Marks an error as caused by bad input (exit code 2).
+pub fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    UsageError::wrap(e.into())
+}
+
+/// `git rev-parse HEAD`, or `unknown`.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The tokenizer.json of a run: `explicit`, else the one beside the model; otherwise a usage
+/// error ending in `advice` (e.g. "pass --tokenizer").
+pub fn tokenizer_path(
+    explicit: Option<&std::path::Path>,
+    location: &hippo_gemma::ModelLocation,
+    advice: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    match explicit {
+        Some(t) => Ok(t.to_path_buf()),
+        None => location.default_tokenizer().ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "no tokenizer.json beside {}; {advice}",
+                location.path().display()
+            ))
+        }),
+    }
+}
+
+/// The checkpoint directory `arg` names: itself if it holds `meta.json`, else the newest
+/// `checkpoints/step-*` of a training output directory.
+pub fn checkpoint_dir(arg: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let meta = hippo_model::checkpoint::META_FILE;
+    if arg.join(meta).is_file() {
+        return Ok(arg.to_path_buf());
+    }
+    if !arg.is_dir() {
+        anyhow::bail!(UsageError::new(format!(
+            "{} is not a checkpoint: it does not exist",
+            arg.display()
+        )));
+    }
+    match hippo_train::trainer::state::latest_checkpoint(&arg.join("checkpoints")).map_err(usage)? {
+        Some((_, dir)) => Ok(dir),
+        None => anyhow::bail!(UsageError::new(format!(
+            "{} is not a checkpoint (no {meta}) nor a training output directory with \
+             checkpoints/step-N",
+            arg.display()
+        ))),
+    }
+}
+
+/// What a checkpoint's `trainer.json` records: the training segment length and seed, if the
+/// checkpoint was written by the trainer.
+pub fn trained_with(dir: &std::path::Path) -> (Option<usize>, Option<u64>) {
+    match hippo_train::trainer::state::read_trainer_state(dir) {
+        Ok(ts) => (Some(ts.batcher.config.seq_len), Some(ts.seed)),
+        Err(_) => (None, None),
+    }
+}
+
+/// A corpus split tokenised with `tok`, through the one token cache under `$HIPPO_HOME`.
+pub fn tokenized_split(
+    spec: &hippo_train::data::CorpusSpec,
+    split: hippo_train::data::Split,
+    tok: &hippo_gemma::GemmaTokenizer,
+) -> Result<hippo_train::data::TokenizedCorpus, hippo_train::data::DataError> {
+    let home = hippo_train::data::default_home()?;
+    hippo_train::data::TokenizedCorpus::load_or_build(spec, split, &home, tok, &home)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

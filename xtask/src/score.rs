@@ -66,15 +66,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("reading {}", f.display()))
                 .map_err(UsageError::wrap)?;
-            let tok_path = match &args.tokenizer {
-                Some(t) => t.clone(),
-                None => location.default_tokenizer().ok_or_else(|| {
-                    UsageError::wrap(anyhow::anyhow!(
-                        "no tokenizer.json beside {}; pass --tokenizer",
-                        location.path().display()
-                    ))
-                })?,
-            };
+            let tok_path =
+                crate::tokenizer_path(args.tokenizer.as_deref(), &location, "pass --tokenizer")?;
             GemmaTokenizer::from_file(&tok_path)?.encode(&text, true)?
         }
         (None, Some(f)) => {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoError, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home};
+use hippo_train::data::{CorpusSpec, DataError, Split};
 use hippo_train::{Schedule, TrainError, TrainOptions};
 
-use crate::UsageError;
+use crate::{UsageError, usage};
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
@@ -101,10 +101,6 @@ pub struct TrainArgs {
     pub device: String,
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
-    UsageError::wrap(e.into())
-}
-
 /// Whether a data error is the user's (bad spec, missing or empty corpus, bad options).
 fn data_is_usage(e: &DataError) -> bool {
     matches!(
@@ -130,15 +126,6 @@ fn classify(e: TrainError) -> anyhow::Error {
         _ => false,
     };
     if is_usage { usage(e) } else { e.into() }
-}
-
-fn load_split(
-    spec: &CorpusSpec,
-    split: Split,
-    tok: &GemmaTokenizer,
-) -> std::result::Result<TokenizedCorpus, DataError> {
-    let home = default_home()?;
-    TokenizedCorpus::load_or_build(spec, split, &home, tok, &home)
 }
 
 /// Runs `train`.
@@ -193,19 +180,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             args.seq_len, gemma_config.max_position_embeddings
         )));
     }
-    let tok_path = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => location.default_tokenizer().ok_or_else(|| {
-            usage(anyhow::anyhow!(
-                "no tokenizer.json beside {}; pass --tokenizer",
-                location.path().display()
-            ))
-        })?,
-    };
+    let tok_path = crate::tokenizer_path(args.tokenizer.as_deref(), &location, "pass --tokenizer")?;
     let tok = GemmaTokenizer::from_file(&tok_path)?;
 
     let spec: CorpusSpec = args.dataset.parse().map_err(usage)?;
-    let train = load_split(&spec, Split::Train, &tok).map_err(|e| {
+    let train = crate::tokenized_split(&spec, Split::Train, &tok).map_err(|e| {
         if data_is_usage(&e) {
             usage(e)
         } else {
@@ -248,7 +227,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let valid = if args.valid_batches == 0 {
         None
     } else {
-        match load_split(&spec, Split::Valid, &tok) {
+        match crate::tokenized_split(&spec, Split::Valid, &tok) {
             Ok(c) if c.docs.iter().any(|d| d.tokens.len() >= 2) => Some(Arc::new(c)),
             Ok(_) => {
                 tracing::warn!("the validation split is empty: no validation");
