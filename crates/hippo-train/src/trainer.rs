@@ -467,22 +467,42 @@ fn mem_rows(state: &MemoryState, rows: std::ops::Range<usize>, device: &Device) 
 
 /// Shards' memory states joined in row order on `device`.
 fn mem_cat(shards: &[MemoryState], device: &Device) -> MemoryState {
-    let each = |f: &dyn Fn(&MemoryState) -> MemoryState| -> Vec<MemoryState> {
-        shards.iter().map(f).collect()
-    };
-    let moved = each(&|m: &MemoryState| MemoryState {
-        states: m.states.clone().to_device(device),
-        priorities: m.priorities.clone().to_device(device),
-        ages: m.ages.clone().to_device(device),
-        valid: m.valid.clone().to_device(device),
-        accepted_writes: m.accepted_writes.clone().to_device(device),
-    });
     MemoryState {
-        states: Tensor::cat(moved.iter().map(|m| m.states.clone()).collect(), 0),
-        priorities: Tensor::cat(moved.iter().map(|m| m.priorities.clone()).collect(), 0),
-        ages: Tensor::cat(moved.iter().map(|m| m.ages.clone()).collect(), 0),
-        valid: Tensor::cat(moved.iter().map(|m| m.valid.clone()).collect(), 0),
-        accepted_writes: Tensor::cat(moved.iter().map(|m| m.accepted_writes.clone()).collect(), 0),
+        states: Tensor::cat(
+            shards
+                .iter()
+                .map(|m| m.states.clone().to_device(device))
+                .collect(),
+            0,
+        ),
+        priorities: Tensor::cat(
+            shards
+                .iter()
+                .map(|m| m.priorities.clone().to_device(device))
+                .collect(),
+            0,
+        ),
+        ages: Tensor::cat(
+            shards
+                .iter()
+                .map(|m| m.ages.clone().to_device(device))
+                .collect(),
+            0,
+        ),
+        valid: Tensor::cat(
+            shards
+                .iter()
+                .map(|m| m.valid.clone().to_device(device))
+                .collect(),
+            0,
+        ),
+        accepted_writes: Tensor::cat(
+            shards
+                .iter()
+                .map(|m| m.accepted_writes.clone().to_device(device))
+                .collect(),
+            0,
+        ),
     }
 }
 
