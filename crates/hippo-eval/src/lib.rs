@@ -1,9 +1,10 @@
 //! Honest evaluation of HippoFormer.
 //!
-//! Documents are read as streams of contiguous segments (the same [`StreamBatcher`] the trainer
-//! uses, one document per batch row); a scorer sees one segment at a time, so the base model and
-//! HippoFormer are scored on the identical token stream with the identical context window —
-//! HippoFormer additionally reads its per-stream memory of earlier segments.
+//! Documents are read as streams of segments (the same [`StreamBatcher`] and [`SegmentLayout`]
+//! the trainer uses, one document per batch row: every segment after a document's first begins
+//! with BOS, whose position has no target); a scorer sees one segment at a time, so the base
+//! model and HippoFormer are scored on the identical token stream with the identical context
+//! window — HippoFormer additionally reads its per-stream memory of earlier segments.
 //!
 //! - NLL is token-weighted: the sum of `-ln p(target)` over every target ≠ −100 (pads and
 //!   document ends are never counted), divided by the count.
@@ -17,9 +18,11 @@
 //! - [`evaluate_long_context`] scores the base model on the same targets with a longer rolling
 //!   window (an upper bound for what memory of earlier segments could recover).
 //!
-//! Every target of a document has one index `j` (it is `tokens[j + 1]`, predicted from the input
-//! at position `j`); it lies in segment `j / seq_len` at position `j % seq_len`, whatever the
-//! scorer, so segment-wise numbers of every scorer compare target by target.
+//! Every target of a document has one index `j` (it is `tokens[j + 1]`, predicted from document
+//! token `j`); it lies in the segment and at the input position [`SegmentLayout::locate`] gives
+//! for `j` (segment `j / L`, position `j % L` in the first segment; later segments start at
+//! input position 1, after their BOS), whatever the scorer, so segment-wise numbers of every
+//! scorer compare target by target.
 //!
 //! [`metrics`] derives the paper's metrics from a [`Trace`]; [`results`] holds a whole run
 //! (`results.json`) and its markdown table.
@@ -37,7 +40,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::Gemma;
 use hippo_model::HippoFormer;
 use hippo_train::data::{
-    BatcherConfig, IGNORE_INDEX, SegmentBatch, Segments, StreamBatcher, TokenizedCorpus,
+    BatcherConfig, IGNORE_INDEX, SegmentBatch, SegmentLayout, StreamBatcher, TokenizedCorpus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,8 +160,8 @@ pub struct BufferSnapshot {
 /// Per-token record of an evaluation, for metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trace {
-    /// Segment length the documents were walked with.
-    pub seq_len: usize,
+    /// How the documents were cut into segments.
+    pub layout: SegmentLayout,
     /// `nll[d][j] = −ln p(tokens[j + 1] | …)` for every target of document `d`.
     pub nll: Vec<Vec<f64>>,
     /// `salience[d][i]`: salience of input token `i` of document `d` (HippoFormer only;
@@ -234,9 +237,10 @@ pub fn truncated(corpus: Arc<TokenizedCorpus>, max_docs: Option<usize>) -> Arc<T
 }
 
 fn check_options(opts: &EvalOptions) -> Result<()> {
-    if opts.seq_len == 0 || opts.streams == 0 {
+    if opts.seq_len < 2 || opts.streams == 0 {
         return Err(EvalError::Options(format!(
-            "seq_len ({}) and streams ({}) must be ≥ 1",
+            "seq_len ({}) must be ≥ 2 (a later segment is BOS and at least one token) and \
+             streams ({}) ≥ 1",
             opts.seq_len, opts.streams
         )));
     }
@@ -275,7 +279,13 @@ pub fn evaluate_traced(
     }
     let corpus = truncated(corpus, opts.max_docs);
     let l = opts.seq_len;
-    let config = BatcherConfig::new(l, opts.streams).with_min_tokens(2);
+    let layout = match scorer {
+        Scorer::Hippo(m) => m.segment_layout(l),
+        Scorer::Base(g) => SegmentLayout::with_bos(l, g.config().bos_token_id),
+    };
+    let config = BatcherConfig::new(l, opts.streams)
+        .with_layout(layout)
+        .with_min_tokens(2);
     let batcher = StreamBatcher::new(corpus.clone(), config)?;
     let mut state = match scorer {
         Scorer::Hippo(m) => Some(m.empty_state(opts.streams, device)),
@@ -287,7 +297,7 @@ pub fn evaluate_traced(
     };
     let n_docs = corpus.docs.len();
     let mut trace = Trace {
-        seq_len: l,
+        layout,
         nll: corpus
             .docs
             .iter()
@@ -344,28 +354,38 @@ pub fn evaluate_traced(
         let mut ended: Vec<(usize, usize)> = Vec::new();
         for (r, doc) in batch.doc_index.iter().enumerate() {
             let Some(doc) = *doc else { continue };
-            let start = batch.segment_index[r] * l;
-            for p in 0..t {
+            let k = batch.segment_index[r];
+            // Input position p ≥ prefix holds document token start + p − prefix.
+            let (start, prefix) = (layout.start(k), layout.prefix(k));
+            if batch.targets[r][..prefix.min(t)]
+                .iter()
+                .any(|&x| x != IGNORE_INDEX)
+            {
+                return Err(EvalError::Inconsistent(format!(
+                    "the BOS of segment {k} of document {doc} has a target"
+                )));
+            }
+            for p in prefix..t {
+                let j = start + p - prefix;
                 if let Some(sal) = &salience
                     && batch.valid[r][p]
-                    && let Some(slot) = trace.salience[doc].get_mut(start + p)
+                    && let Some(slot) = trace.salience[doc].get_mut(j)
                 {
                     *slot = f64::from(sal[r * t + p]);
                 }
                 if batch.targets[r][p] == IGNORE_INDEX {
                     continue;
                 }
-                let slot = trace.nll[doc].get_mut(start + p).ok_or_else(|| {
+                let slot = trace.nll[doc].get_mut(j).ok_or_else(|| {
                     EvalError::Inconsistent(format!(
-                        "target {} of document {doc} lies past its end",
-                        start + p
+                        "target {j} of document {doc} lies past its end"
                     ))
                 })?;
                 *slot = nll[r * t + p];
                 tokens_done += 1;
             }
             let n = corpus.docs[doc].tokens.len();
-            if batch.segment_index[r] + 1 == Segments::count(n, l) {
+            if k + 1 == layout.count(n) {
                 ended.push((r, doc));
             }
         }
@@ -407,7 +427,8 @@ pub fn evaluate_traced(
 /// but with rolling windows of `context` tokens ([`hippo_gemma::score::score_ids`], stride =
 /// `seq_len`): every target sees at least `context − seq_len` earlier tokens more than it does
 /// in its segment (BOS is prepended to windows that do not start the document). The report's
-/// segment and position breakdowns use the `seq_len` grid, so they compare target by target.
+/// segment and position breakdowns use the segments of [`evaluate`], so they compare target by
+/// target.
 pub fn evaluate_long_context(
     base: &Gemma,
     corpus: Arc<TokenizedCorpus>,
@@ -437,7 +458,7 @@ pub fn evaluate_long_context(
         .sum();
     let mut tokens_done = 0;
     let mut trace = Trace {
-        seq_len: l,
+        layout: SegmentLayout::with_bos(l, base.config().bos_token_id),
         nll: Vec::with_capacity(corpus.docs.len()),
         salience: vec![Vec::new(); corpus.docs.len()],
         end_of_document: vec![None; corpus.docs.len()],
@@ -460,15 +481,22 @@ pub fn evaluate_long_context(
 
 /// The totals of a trace (see [`PplReport`]); documents' words and bytes come from `corpus`.
 pub fn report_from_trace(corpus: &TokenizedCorpus, trace: &Trace, leaky: bool) -> PplReport {
-    let l = trace.seq_len.max(1);
+    let layout = trace.layout;
     let mut by_seg: Vec<(f64, usize)> = Vec::new();
-    let mut by_pos: Vec<(f64, usize)> = vec![(0.0, 0); l];
+    let mut by_pos: Vec<(f64, usize)> = vec![(0.0, 0); layout.seq_len.max(1)];
     let mut per_doc = Vec::with_capacity(trace.nll.len());
     let mut per_doc_seg = Vec::with_capacity(trace.nll.len());
     for doc in &trace.nll {
-        let mut segs: Vec<(f64, usize)> = vec![(0.0, 0); doc.len().div_ceil(l)];
+        // Targets 0..n−1 of a document of n tokens come from document tokens 0..n−1.
+        let mut segs: Vec<(f64, usize)> = vec![(0.0, 0); layout.count(doc.len())];
         for (j, &x) in doc.iter().enumerate() {
-            let (k, p) = (j / l, j % l);
+            let (k, p) = layout.locate(j);
+            if segs.len() <= k {
+                segs.resize(k + 1, (0.0, 0));
+            }
+            if by_pos.len() <= p {
+                by_pos.resize(p + 1, (0.0, 0));
+            }
             segs[k].0 += x;
             segs[k].1 += 1;
             by_pos[p].0 += x;

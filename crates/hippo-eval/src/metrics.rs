@@ -475,13 +475,19 @@ pub struct TemporalCoherence {
 
 /// Temporal coherence of the salience in `trace` (see the [module docs](self)).
 pub fn temporal_coherence(trace: &Trace, kernel: &[f64], noise_seed: u64) -> TemporalCoherence {
-    let l = trace.seq_len.max(1);
+    let layout = trace.layout;
+    let l = layout.seq_len.max(1);
     let segs: Vec<Vec<f64>> = trace
         .salience
         .iter()
         .flat_map(|d| {
-            d.chunks(l)
-                .map(|c| c.iter().copied().filter(|x| !x.is_nan()).collect())
+            (0..layout.count(d.len())).map(|k| {
+                d[layout.range(k, d.len())]
+                    .iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .collect()
+            })
         })
         .filter(|s: &Vec<f64>| s.len() >= 2)
         .collect();

@@ -15,7 +15,7 @@ use hippo_eval::{
 use hippo_gemma::Gemma;
 use hippo_model::audit::open_for_audit;
 use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
+use hippo_train::data::{Document, SegmentLayout, Split, Tokenize, TokenizedCorpus};
 
 /// Bytes mapped into a 256-token vocabulary (ids 3..=252), BOS = 2.
 struct Bytes;
@@ -109,6 +109,81 @@ fn uniform_model_gives_the_closed_form_perplexities() {
     assert!((r.word_ppl - (total / words as f64).exp()).abs() / r.word_ppl < 1e-9);
     assert!((r.bits_per_byte - total / bytes as f64 / std::f64::consts::LN_2).abs() < 1e-9);
     assert!((r.byte_ppl - (total / bytes as f64).exp()).abs() / r.byte_ppl < 1e-9);
+}
+
+/// The report's segment and position breakdowns follow the BOS layout: the first segment holds
+/// targets 0..L, each later one L − 1 targets at input positions 1..L (position 0 is its BOS).
+#[test]
+fn breakdowns_follow_the_bos_layout_by_hand() {
+    let docs = vec![doc("x", "ab cd")];
+    let c = TokenizedCorpus::build(&docs, &Bytes, "test", Split::Test).unwrap();
+    let trace = Trace {
+        layout: SegmentLayout::with_bos(3, 2),
+        nll: vec![vec![1.0, 0.5, 2.0, 0.25, 1.25]],
+        salience: vec![Vec::new()],
+        end_of_document: vec![None],
+    };
+    let r = report_from_trace(&c, &trace, false);
+    // Targets 0, 1, 2 in segment 0 (positions 0, 1, 2); 3, 4 in segment 1 (positions 1, 2).
+    assert_eq!(r.nll_by_segment, vec![Some(3.5 / 3.0), Some(0.75)]);
+    assert_eq!(r.tokens_by_segment, vec![3, 2]);
+    assert_eq!(r.nll_by_position, vec![Some(1.0), Some(0.375), Some(1.625)]);
+    assert_eq!(r.per_document_by_segment, vec![vec![(3.5, 3), (1.5, 2)]]);
+    assert_eq!(r.nll_sum, 5.0);
+}
+
+/// Evaluation reads every segment after a document's first as BOS + the next L − 1 tokens and
+/// scores each target once: its sum equals scoring those segments directly with the base.
+#[test]
+fn later_segments_begin_with_bos_and_every_target_is_scored_once() {
+    let g = base();
+    let c = corpus();
+    let l = 8;
+    let r = evaluate(&Scorer::Base(&g), c.clone(), &opts(l), &device()).unwrap();
+    // Σ NLL and target count of the documents cut by `layout`, each segment scored alone.
+    let direct = |layout: SegmentLayout| {
+        let (mut sum, mut targets) = (0.0, 0);
+        for d in &c.docs {
+            let n = d.tokens.len();
+            for k in 0..layout.count(n) {
+                let ids = layout.segment_ids(&d.tokens, k);
+                let range = layout.range(k, n);
+                // Input q ≥ prefix holds document token range.start + q − prefix, whose target
+                // is the next document token (none for the document's last token).
+                let prefix = layout.prefix(k);
+                let tgt: Vec<u32> = d.tokens[range.start + 1..(range.end + 1).min(n)].to_vec();
+                if tgt.is_empty() {
+                    continue;
+                }
+                let logits = g
+                    .forward(g.ids_tensor(&[ids.clone()], &device()).unwrap(), None)
+                    .logits
+                    .reshape([ids.len(), g.config().vocab_size])
+                    .slice_dim(0, prefix..prefix + tgt.len());
+                let lp = hippo_gemma::score::target_log_probs(logits, &tgt, &device());
+                sum -= lp.iter().sum::<f64>();
+                targets += tgt.len();
+            }
+        }
+        (sum, targets)
+    };
+    let layout = SegmentLayout::with_bos(l, 2);
+    assert!(
+        c.docs.iter().any(|d| layout.count(d.tokens.len()) >= 3),
+        "a document spans several segments"
+    );
+    let (bos_sum, bos_targets) = direct(layout);
+    assert_eq!(r.tokens, bos_targets);
+    assert!(
+        (r.nll_sum - bos_sum).abs() < 1e-3,
+        "{} vs {bos_sum}",
+        r.nll_sum
+    );
+    // Not vacuous: the contiguous cut of the same documents scores the same targets
+    // differently.
+    let (cont_sum, cont_targets) = direct(SegmentLayout::contiguous(l));
+    assert_eq!(cont_targets, bos_targets);
+    assert!((cont_sum - bos_sum).abs() > 1e-3, "{cont_sum} vs {bos_sum}");
 }
 
 #[test]
@@ -215,7 +290,7 @@ fn word_and_byte_normalisation_by_hand() {
     let docs = vec![doc("x", "ab cd")];
     let c = TokenizedCorpus::build(&docs, &Bytes, "test", Split::Test).unwrap();
     let trace = Trace {
-        seq_len: 2,
+        layout: SegmentLayout::contiguous(2),
         nll: vec![vec![1.0, 0.5, 2.0, 0.25, 1.25]],
         salience: vec![Vec::new()],
         end_of_document: vec![None],
@@ -253,25 +328,28 @@ fn pads_and_ignored_targets_never_reach_a_score() {
     };
     let (r, trace) =
         evaluate_traced(&Scorer::Base(&g), c.clone(), &o, &device(), &mut |_| {}).unwrap();
+    let layout = SegmentLayout::with_bos(l, 2);
     for (d, doc) in c.docs.iter().enumerate() {
         let n = doc.tokens.len();
         assert_eq!(trace.nll[d].len(), n - 1);
-        let mut start = 0;
-        while start + 1 < n {
-            let end = (start + l + 1).min(n);
-            let direct =
-                hippo_gemma::score::score_ids(&g, &doc.tokens[start..end], 64, 63, &device())
-                    .unwrap()
-                    .nll;
-            for (k, x) in direct.iter().enumerate() {
-                let got = trace.nll[d][start + k];
-                assert!(
-                    (got - x).abs() < 1e-4,
-                    "doc {d} target {}: {got} vs {x}",
-                    start + k
-                );
+        for k in 0..layout.count(n) {
+            // The segment's inputs and the token after them, scored alone: ids[i + 1] given
+            // ids[..=i]. Input i ≥ prefix is document token start + i − prefix.
+            let r = layout.range(k, n);
+            let prefix = layout.prefix(k);
+            let mut ids = layout.segment_ids(&doc.tokens, k);
+            ids.extend(doc.tokens.get(r.end));
+            if ids.len() < 2 {
+                continue;
             }
-            start += l;
+            let direct = hippo_gemma::score::score_ids(&g, &ids, 64, 63, &device())
+                .unwrap()
+                .nll;
+            for (i, x) in direct.iter().enumerate().skip(prefix) {
+                let j = r.start + i - prefix;
+                let got = trace.nll[d][j];
+                assert!((got - x).abs() < 1e-4, "doc {d} target {j}: {got} vs {x}");
+            }
         }
         assert!((r.per_document[d].0 - trace.nll[d].iter().sum::<f64>()).abs() < 1e-9);
     }

@@ -11,7 +11,7 @@ use hippo_eval::metrics::{
 };
 use hippo_eval::{BufferSnapshot, Trace, report_from_trace};
 use hippo_memory::MemoryState;
-use hippo_train::data::{ByteTokenizer, Document, Split, TokenizedCorpus};
+use hippo_train::data::{ByteTokenizer, Document, SegmentLayout, Split, TokenizedCorpus};
 
 #[test]
 fn the_function_word_list_is_nltks_and_normalises_words() {
@@ -100,7 +100,7 @@ fn temporal_coherence_reads_salience_within_segments() {
     // Σ products = 0.75 − 0.25 + 0.75 = 1.25, Σ squares = 5). Across the boundary nothing is
     // paired.
     let trace = Trace {
-        seq_len: 4,
+        layout: SegmentLayout::contiguous(4),
         nll: vec![vec![0.0; 7]],
         salience: vec![vec![0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0]],
         end_of_document: vec![None],
@@ -155,7 +155,7 @@ fn buffer_priority_equals_a_hand_computation() {
         }
     );
     let trace = Trace {
-        seq_len: 4,
+        layout: SegmentLayout::contiguous(4),
         nll: vec![Vec::new(); 3],
         salience: vec![Vec::new(); 3],
         end_of_document: vec![Some(s0), Some(s1), Some(empty)],
@@ -186,7 +186,7 @@ fn long_range_benefit_against_the_base_by_hand() {
     let docs = vec![doc("a", "abcdef"), doc("b", "ghijkl")];
     let c = TokenizedCorpus::build(&docs, &ByteTokenizer, "t", Split::Test).unwrap();
     let tr = |nll: Vec<Vec<f64>>| Trace {
-        seq_len: 2,
+        layout: SegmentLayout::contiguous(2),
         nll,
         salience: vec![Vec::new(); 2],
         end_of_document: vec![None; 2],

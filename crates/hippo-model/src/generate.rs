@@ -1,7 +1,9 @@
 //! Text generation with a HippoFormer, reading the stream exactly as training and evaluation do.
 //!
 //! The stream — the prompt followed by the generated tokens — is cut into segments of
-//! `segment_len` tokens, counted from the first prompt token. Within a segment the base model
+//! `segment_len` inputs, counted from the first prompt token, as training and evaluation cut
+//! documents ([`HippoFormer::segment_layout`]): every segment after the first begins with the
+//! base's BOS followed by the next `segment_len − 1` tokens. Within a segment the base model
 //! sees only that segment (positions restart at 0), as in [`HippoFormer::forward`]; it runs
 //! incrementally with its KV cache, each step reading only the new tokens. The HippoFormer
 //! modules (salience gate, drift, replay from the memory state — which holds only earlier
@@ -13,9 +15,10 @@
 //! cached path is checked against).
 //!
 //! Continuing a stream: the returned [`HippoGeneration::state`] holds every committed segment
-//! and [`HippoGeneration::pending`] the tokens after the last one (read but not committed, or
-//! emitted last and not read yet). Calling [`generate`] again with that state and `pending`
-//! followed by new tokens as the prompt continues the stream exactly.
+//! and [`HippoGeneration::pending`] the inputs of the segment after the last one (read but not
+//! committed, or emitted last and not read yet), beginning with the BOS of that segment when a
+//! segment was committed. Calling [`generate`] again with that state and `pending` followed by
+//! new tokens as the prompt continues the stream exactly.
 //!
 //! Stop tokens end generation and are **not** emitted: they reach neither the callback nor
 //! [`HippoGeneration::tokens`], and they are not part of the stream.
@@ -66,7 +69,8 @@ pub struct HippoGeneration {
     pub stop: StopReason,
     /// The memory state (batch 1) after every committed segment.
     pub state: MemoryState,
-    /// The stream's tokens after the last committed segment (at most `segment_len`).
+    /// The inputs of the segment after the last committed one (at most `segment_len`; they
+    /// begin with BOS when a segment was committed).
     pub pending: Vec<u32>,
     /// Segments committed during this call.
     pub segments_committed: usize,
@@ -79,6 +83,8 @@ struct SegmentReader<'a> {
     device: Device,
     use_cache: bool,
     ids: Vec<u32>,
+    /// The token that begins every segment after a commit.
+    bos: Option<u32>,
     cache: KvCache,
     hidden: Option<Tensor<3>>,
     state: MemoryState,
@@ -134,6 +140,7 @@ impl SegmentReader<'_> {
         let (state, _) = self.model.commit(self.state.clone(), out)?;
         self.state = state;
         self.ids.clear();
+        self.ids.extend(self.bos);
         self.cache.reset();
         self.hidden = None;
         self.committed += 1;
@@ -157,11 +164,12 @@ pub fn generate(
 ) -> Result<HippoGeneration> {
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let seg_len = options.segment_len;
+    let layout = model.segment_layout(seg_len);
     let max_pos = model.base.config().max_position_embeddings;
-    if seg_len == 0 || seg_len > max_pos {
+    if seg_len < 2 || seg_len > max_pos {
         return Err(HippoError::InvalidInput(format!(
-            "segment_len = {seg_len} must lie in [1, {max_pos}] (the base's \
-             max_position_embeddings)"
+            "segment_len = {seg_len} must lie in [2, {max_pos}] (a later segment is BOS and at \
+             least one token; at most the base's max_position_embeddings)"
         )));
     }
     if prompt.is_empty() {
@@ -187,6 +195,7 @@ pub fn generate(
         device,
         use_cache: options.use_cache,
         ids: Vec::with_capacity(seg_len),
+        bos: layout.bos,
         cache: model.base.new_cache(),
         hidden: None,
         state,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fusion;
 pub mod generate;
 pub mod import;
+pub mod layout;
 pub mod model;
 pub mod params;
 
@@ -24,4 +25,5 @@ pub use config::{HippoFormerConfig, QueryMode, SalienceMode};
 pub use error::{HippoError, Result};
 pub use fusion::OutputFusion;
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
+pub use layout::SegmentLayout;
 pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput};

@@ -174,6 +174,12 @@ impl HippoFormer {
         }
     }
 
+    /// How this model's streams are cut into segments of `seq_len` inputs: every segment after
+    /// the first begins with the base model's BOS (see [`crate::layout`]).
+    pub fn segment_layout(&self, seq_len: usize) -> crate::SegmentLayout {
+        crate::SegmentLayout::with_bos(seq_len, self.base.config().bos_token_id)
+    }
+
     /// An empty memory state for `batch` streams.
     pub fn empty_state(&self, batch: usize, device: &Device) -> MemoryState {
         self.memory.empty_state(batch, device)

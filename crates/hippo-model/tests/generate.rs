@@ -114,7 +114,11 @@ fn greedy_with_the_kv_cache_equals_greedy_without_it_across_segments() {
     assert_eq!(cached.tokens.len(), 30);
     assert_eq!(cached.stop, StopReason::MaxTokens);
     assert_eq!(cached.tokens, uncached.tokens);
-    assert_eq!(cached.segments_committed, (11 + 30 - 1) / SEG);
+    // The stream holds 41 tokens; the last one was emitted and not read: every segment before
+    // the one of stream position 40 is committed.
+    let layout = model.segment_layout(SEG);
+    assert_eq!(cached.segments_committed, layout.locate(11 + 30 - 1).0);
+    assert_eq!(cached.segments_committed, 5);
     assert_eq!(uncached.segments_committed, cached.segments_committed);
     let stats = model.memory.stats(&cached.state);
     assert!(stats.accepted_writes > 0 && stats.entries > 0, "{stats:?}");
@@ -143,9 +147,58 @@ fn greedy_with_the_kv_cache_equals_greedy_without_it_across_segments() {
         without.tokens, with.tokens,
         "memory had no effect on the text"
     );
-    // The pending tokens are the stream after the last committed segment.
+    // The pending tokens are the inputs of the segment after the last committed one: BOS and
+    // the stream after it.
     let stream: Vec<u32> = p.iter().chain(&cached.tokens).copied().collect();
-    assert_eq!(cached.pending, stream[cached.segments_committed * SEG..]);
+    assert_eq!(
+        cached.pending,
+        layout.segment_ids(&stream, cached.segments_committed)
+    );
+    assert_eq!(cached.pending[0], 2);
+}
+
+/// Generation reads the stream exactly as evaluation does: scoring the generated stream
+/// segment by segment with `forward`/`commit` on the model's layout (BOS first in every later
+/// segment) gives, at every generated position, the greedy token that was generated.
+#[test]
+fn greedy_tokens_are_the_argmax_of_the_stream_scored_as_evaluation_reads_it() {
+    let model = model_with(true);
+    let p = prompt(11);
+    let g = run(&model, &p, &options(30, SamplingConfig::greedy(), true));
+    let stream: Vec<u32> = p.iter().chain(&g.tokens).copied().collect();
+    let layout = model.segment_layout(SEG);
+    let dev = device();
+    let mut state = model.empty_state(1, &dev);
+    let mut argmax_of = vec![None; stream.len()];
+    for k in 0..layout.count(stream.len()) {
+        let ids = layout.segment_ids(&stream, k);
+        let n = ids.len();
+        let x = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i64::from(i)).collect(), [1, n]),
+            &dev,
+        );
+        let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n], [1, n]), &dev);
+        let out = model.forward(x, valid, &state).unwrap();
+        let am: Vec<i64> = out
+            .logits
+            .clone()
+            .argmax(2)
+            .to_data()
+            .iter::<i64>()
+            .collect();
+        // Input position q of segment k is stream position start + q − prefix; its logits
+        // predict the next stream position.
+        let (start, prefix) = (layout.start(k), layout.prefix(k));
+        for (q, &a) in am.iter().enumerate().skip(prefix) {
+            if let Some(slot) = argmax_of.get_mut(start + q - prefix + 1) {
+                *slot = Some(a as u32);
+            }
+        }
+        state = model.commit(state, &out).unwrap().0;
+    }
+    for (i, &t) in g.tokens.iter().enumerate() {
+        assert_eq!(argmax_of[p.len() + i], Some(t), "generated token {i}");
+    }
 }
 
 #[test]
@@ -279,8 +332,10 @@ fn a_long_prompt_is_read_segment_by_segment() {
     let p = prompt(3 * SEG + 2);
     let g = run(&model, &p, &options(0, SamplingConfig::greedy(), true));
     assert!(g.tokens.is_empty());
+    // Segments 0..8, BOS + 8..15, BOS + 15..22 are full and followed by more.
     assert_eq!(g.segments_committed, 3);
-    assert_eq!(g.pending, p[3 * SEG..]);
+    let pending: Vec<u32> = std::iter::once(2).chain(p[22..].iter().copied()).collect();
+    assert_eq!(g.pending, pending);
     assert!(model.memory.stats(&g.state).accepted_writes > 0);
     // A prompt of exactly one segment: read, sampled from, then committed.
     let g = run(
@@ -289,7 +344,7 @@ fn a_long_prompt_is_read_segment_by_segment() {
         &options(1, SamplingConfig::greedy(), true),
     );
     assert_eq!((g.segments_committed, g.tokens.len()), (1, 1));
-    assert_eq!(g.pending, g.tokens);
+    assert_eq!(g.pending, vec![2, g.tokens[0]]);
 }
 
 #[test]
@@ -342,6 +397,13 @@ fn bad_options_are_errors() {
         (
             HippoGenerateOptions {
                 segment_len: 0,
+                ..o(SamplingConfig::greedy())
+            },
+            "segment_len",
+        ),
+        (
+            HippoGenerateOptions {
+                segment_len: 1,
                 ..o(SamplingConfig::greedy())
             },
             "segment_len",

@@ -74,7 +74,8 @@ use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{
-    BatcherConfig, BatcherState, DataError, SegmentBatch, StreamBatcher, TokenizedCorpus,
+    BatcherConfig, BatcherState, DataError, SegmentBatch, SegmentLayout, StreamBatcher,
+    TokenizedCorpus,
 };
 pub use metrics::{MetricsWriter, StepMetrics};
 pub use schedule::Schedule;
@@ -215,8 +216,12 @@ impl TrainOptions {
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Options(m));
-        if self.seq_len == 0 || self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("seq_len, batch_size and grad_accum must be ≥ 1".into());
+        if self.seq_len < 2 || self.batch_size == 0 || self.grad_accum == 0 {
+            return bad(format!(
+                "seq_len must be ≥ 2 (a later segment is BOS and at least one token), batch_size \
+                 and grad_accum ≥ 1; found {}, {}, {}",
+                self.seq_len, self.batch_size, self.grad_accum
+            ));
         }
         if self.max_steps == Some(0) || self.epochs == Some(0) {
             return bad("max_steps and epochs must be ≥ 1 when given".into());
@@ -250,13 +255,16 @@ impl TrainOptions {
         Ok(())
     }
 
-    fn batcher_config(&self) -> BatcherConfig {
+    /// The training batcher for a base whose BOS is `bos`: every segment after a document's
+    /// first begins with it, as in evaluation and generation.
+    fn batcher_config(&self, bos: u32) -> BatcherConfig {
         let epochs = match (self.epochs, self.max_steps) {
             (Some(e), _) => Some(e),
             (None, Some(_)) => None,
             (None, None) => Some(1),
         };
         BatcherConfig::new(self.seq_len, self.batch_size)
+            .with_layout(SegmentLayout::with_bos(self.seq_len, bos))
             .with_shuffle(self.seed)
             .with_epochs(epochs)
     }
@@ -402,6 +410,7 @@ pub fn validate(
     let m = model.valid();
     let device = m.drift.b.val().device();
     let cfg = BatcherConfig::new(seq_len, batch_size)
+        .with_layout(model.segment_layout(seq_len))
         .with_min_tokens(2)
         .with_epochs(Some(1));
     let batcher = StreamBatcher::new(corpus, cfg)?;
@@ -641,7 +650,10 @@ pub fn train_model(
     let ckpt_root = out_dir.join("checkpoints");
     let base_ref = BaseRef::of(base_path)?;
 
-    let mut batcher = StreamBatcher::new(train_corpus, opts.batcher_config())?;
+    let mut batcher = StreamBatcher::new(
+        train_corpus,
+        opts.batcher_config(base.config().bos_token_id),
+    )?;
     let total_steps = match opts.max_steps {
         Some(m) if opts.epochs.is_none() => m,
         max => {

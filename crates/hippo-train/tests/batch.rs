@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hippo_train::data::{
-    BatcherConfig, BatcherState, DataError, Document, IGNORE_INDEX, SegmentBatch, Segments, Split,
-    StreamBatcher, Tokenize, TokenizedCorpus,
+    BatcherConfig, BatcherState, DataError, Document, IGNORE_INDEX, SegmentBatch, SegmentLayout,
+    Segments, Split, StreamBatcher, Tokenize, TokenizedCorpus,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -46,7 +46,7 @@ fn corpus(lens: &[u32]) -> Result<Arc<TokenizedCorpus>, DataError> {
 
 /// Checks one epoch's batches against the corpus; returns the documents in start order.
 fn check_epoch(batches: &[SegmentBatch], c: &TokenizedCorpus, cfg: &BatcherConfig) -> Vec<usize> {
-    let (b, l) = (cfg.batch_size, cfg.seq_len);
+    let (b, l, layout) = (cfg.batch_size, cfg.seq_len, cfg.layout());
     let eligible: Vec<usize> = (0..c.len())
         .filter(|&i| c.docs[i].tokens.len() >= cfg.min_tokens)
         .collect();
@@ -81,7 +81,7 @@ fn check_epoch(batches: &[SegmentBatch], c: &TokenizedCorpus, cfg: &BatcherConfi
             let toks = &c.docs[d].tokens;
             // Row independence: a row continues its own document until it is done.
             match *prev_r {
-                Some((pd, pk)) if Segments::count(c.docs[pd].tokens.len(), l) > pk + 1 => {
+                Some((pd, pk)) if layout.count(c.docs[pd].tokens.len()) > pk + 1 => {
                     assert_eq!((d, k), (pd, pk + 1), "row {r} batch {t} must continue");
                     assert!(!batch.reset[r]);
                 }
@@ -92,15 +92,25 @@ fn check_epoch(batches: &[SegmentBatch], c: &TokenizedCorpus, cfg: &BatcherConfi
                 }
             }
             *prev_r = Some((d, k));
-            let start = k * l;
+            // Segment k: its BOS (later segments with a BOS layout), then document tokens from
+            // `start`.
+            let (start, prefix) = (layout.start(k), layout.prefix(k));
             let n_valid = val.iter().take_while(|&&v| v).count();
-            assert_eq!(n_valid, (toks.len() - start).min(l), "valid prefix");
+            assert_eq!(
+                n_valid,
+                prefix + (toks.len() - start).min(l - prefix),
+                "valid prefix"
+            );
             assert!(
                 val[n_valid..].iter().all(|v| !v),
                 "no padding inside a document"
             );
-            for i in 0..l {
-                let p = start + i;
+            if prefix == 1 {
+                assert_eq!(Some(inp[0]), cfg.bos, "later segments begin with BOS");
+                assert_eq!(tgt[0], IGNORE_INDEX, "the BOS has no target");
+            }
+            for i in prefix..l {
+                let p = start + i - prefix;
                 if p < toks.len() {
                     assert_eq!(inp[i], toks[p]);
                     let want = toks.get(p + 1).map_or(IGNORE_INDEX, |&x| i64::from(x));
@@ -112,7 +122,7 @@ fn check_epoch(batches: &[SegmentBatch], c: &TokenizedCorpus, cfg: &BatcherConfi
             }
             seen.entry(d)
                 .or_default()
-                .extend_from_slice(&inp[..n_valid]);
+                .extend_from_slice(&inp[prefix..n_valid]);
         }
     }
     // Every token of every streamed document exactly once, in order; skipped ones never.
@@ -140,8 +150,16 @@ fn epochs_of(batches: Vec<SegmentBatch>) -> Vec<Vec<SegmentBatch>> {
 #[test]
 fn every_token_once_in_order_with_next_token_targets_and_masks() -> TestResult {
     let c = corpus(&LENS)?;
-    for (l, b) in [(4, 3), (1, 1), (4, 1), (5, 12), (7, 2)] {
-        let cfg = BatcherConfig::new(l, b).with_pad_id(9999);
+    let contiguous = [(4, 3), (1, 1), (4, 1), (5, 12), (7, 2)]
+        .map(|(l, b)| BatcherConfig::new(l, b).with_pad_id(9999));
+    // Later segments begin with BOS 7777 (not a document token).
+    let with_bos = [(4, 3), (2, 1), (4, 1), (5, 12), (7, 2)].map(|(l, b)| {
+        BatcherConfig::new(l, b)
+            .with_layout(SegmentLayout::with_bos(l, 7777))
+            .with_pad_id(9999)
+    });
+    for cfg in contiguous.into_iter().chain(with_bos) {
+        let (l, b) = (cfg.seq_len, cfg.batch_size);
         let batcher = StreamBatcher::new(c.clone(), cfg.clone())?;
         let skipped = LENS.iter().filter(|&&n| (n as usize) < l + 1).count();
         assert_eq!(batcher.skipped(), skipped);
@@ -151,6 +169,14 @@ fn every_token_once_in_order_with_next_token_targets_and_masks() -> TestResult {
         assert!(batches.len() >= segs.div_ceil(b));
         assert!(batches.iter().all(|x| x.epoch == 0));
         let order = check_epoch(&batches, &c, &cfg);
+        // Every target once: the targets of an epoch are the documents' tokens but their BOS.
+        let targets: usize = batches.iter().map(SegmentBatch::num_targets).sum();
+        let expected_targets: usize = LENS
+            .iter()
+            .filter(|&&n| n as usize > l)
+            .map(|&n| n as usize - 1)
+            .sum();
+        assert_eq!(targets, expected_targets, "{cfg:?}");
         let expected: Vec<usize> = (0..LENS.len()).filter(|&i| LENS[i] as usize > l).collect();
         assert_eq!(order, expected, "without shuffle, corpus order");
     }
@@ -309,11 +335,12 @@ fn bad_configs_and_all_short_corpora_are_errors() -> TestResult {
 }
 
 #[test]
-fn segments_walk_one_document() {
+fn segments_walk_one_document() -> TestResult {
     let ids: Vec<u32> = (10..21).collect(); // 11 tokens
-    let segs: Vec<_> = Segments::of_document(&ids, 4).collect();
+    let four = SegmentLayout::contiguous(4);
+    let segs: Vec<_> = Segments::of_document(&ids, four).collect();
     assert_eq!(segs.len(), 3);
-    assert_eq!(Segments::count(ids.len(), 4), 3);
+    assert_eq!(four.count(ids.len()), 3);
     assert!(segs[0].is_first() && !segs[1].is_first());
     assert_eq!(segs[0].inputs, &ids[0..4]);
     assert_eq!(segs[0].targets, &ids[1..5]);
@@ -326,7 +353,40 @@ fn segments_walk_one_document() {
     assert_eq!(p.input_ids, [18, 19, 20, 7]);
     assert_eq!(p.targets, [19, 20, IGNORE_INDEX, IGNORE_INDEX]);
     assert_eq!(p.valid, [true, true, true, false]);
-    assert_eq!(Segments::of_document(&ids, 0).count(), 0);
-    assert_eq!(Segments::of_document(&[], 4).count(), 0);
-    assert_eq!(Segments::of_document(&ids, 11).count(), 1);
+    assert_eq!(
+        Segments::of_document(&ids, SegmentLayout::contiguous(0)).count(),
+        0
+    );
+    assert_eq!(Segments::of_document(&[], four).count(), 0);
+    assert_eq!(
+        Segments::of_document(&ids, SegmentLayout::contiguous(11)).count(),
+        1
+    );
+    // With BOS: 0..4, then BOS + 3 tokens: 4..7, 7..10, 10..11.
+    let bos = SegmentLayout::with_bos(4, 2);
+    let segs: Vec<_> = Segments::of_document(&ids, bos).collect();
+    assert_eq!(segs.len(), 4);
+    assert_eq!((segs[0].prefix, segs[0].inputs), (None, &ids[0..4]));
+    assert_eq!((segs[1].prefix, segs[1].inputs), (Some(2), &ids[4..7]));
+    assert_eq!(segs[1].targets, &ids[5..8]);
+    assert_eq!(segs[3].row_ids(), vec![2, 20]);
+    assert!(segs[3].targets.is_empty());
+    let p = segs[1].padded(4, 7);
+    assert_eq!(p.input_ids, [2, 14, 15, 16]);
+    assert_eq!(p.targets, [IGNORE_INDEX, 15, 16, 17]);
+    assert_eq!(p.valid, [true; 4]);
+    let p = segs[3].padded(4, 7);
+    assert_eq!(p.input_ids, [2, 20, 7, 7]);
+    assert_eq!(p.targets, [IGNORE_INDEX; 4]);
+    assert_eq!(p.valid, [true, true, false, false]);
+    // A BOS layout needs room for one document token after the BOS.
+    let c = corpus(&[5])?;
+    assert!(matches!(
+        StreamBatcher::new(
+            c,
+            BatcherConfig::new(1, 1).with_layout(SegmentLayout::with_bos(1, 2))
+        ),
+        Err(DataError::BadConfig(_))
+    ));
+    Ok(())
 }

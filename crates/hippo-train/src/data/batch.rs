@@ -1,11 +1,15 @@
 //! Documents as streams of fixed-length segments, batched as `B` independent streams.
 //!
-//! A document of `n` tokens is walked in `ceil(n / L)` segments: segment `k` has the inputs
-//! `tokens[k·L .. min((k+1)·L, n)]` and, at each position `p`, the target `tokens[p + 1]`, or
-//! none ([`IGNORE_INDEX`]) at the document's last token. Inputs never overlap and never skip a
-//! token; only the last segment is short, and it is padded (`valid = false`, target
-//! [`IGNORE_INDEX`]). A document whose length is `k·L + 1` therefore ends with a segment of one
-//! valid input and no target; [`SegmentBatch::num_targets`] tells.
+//! A document of `n` tokens is walked in segments as its [`SegmentLayout`] cuts it: contiguous
+//! (segment `k` holds `tokens[k·L .. min((k+1)·L, n)]`), or — with [`BatcherConfig::bos`], as
+//! the trainer and the evaluator use it — with every segment after the first beginning with
+//! BOS, followed by the next `L − 1` tokens. Each document token at input position `p` has the
+//! target `tokens[p + 1]`, or none ([`IGNORE_INDEX`]) at the document's last token; the BOS
+//! prefix of a later segment has none either (its next token was the previous segment's last
+//! target). Document tokens never overlap and are never skipped, so every target is scored
+//! exactly once; only the last segment is short, and it is padded (`valid = false`, target
+//! [`IGNORE_INDEX`]). A document can therefore end with a segment of one valid input and no
+//! target; [`SegmentBatch::num_targets`] tells.
 //!
 //! [`StreamBatcher`] keeps `B` rows. Each row holds one document and emits its segments in
 //! order, one per batch; when it has emitted the last one, the row takes the next document of
@@ -18,6 +22,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use hippo_model::SegmentLayout;
+
 use super::cache::TokenizedCorpus;
 use super::error::{DataError, Result};
 
@@ -29,9 +35,12 @@ pub const IGNORE_INDEX: i64 = -100;
 pub struct Segment<'a> {
     /// Segment number within the document, from 0.
     pub index: usize,
-    /// Position of the first input in the document.
+    /// Position of the first document token in the document.
     pub start: usize,
-    /// Input ids: `tokens[start .. start + inputs.len()]`, at most `seq_len` of them.
+    /// The token read before the document tokens (BOS of a later segment), without a target.
+    pub prefix: Option<u32>,
+    /// Document tokens read: `tokens[start .. start + inputs.len()]`; with the prefix, at most
+    /// `seq_len` inputs in all.
     pub inputs: &'a [u32],
     /// Next-token ids: `targets[i]` is the target of `inputs[i]`; one shorter than `inputs`
     /// in the document's last segment.
@@ -55,59 +64,66 @@ impl Segment<'_> {
         self.index == 0
     }
 
-    /// Pads the segment to `seq_len` (which must be at least `inputs.len()`).
+    /// The input ids: the prefix, if any, then the document tokens.
+    pub fn row_ids(&self) -> Vec<u32> {
+        self.prefix.iter().chain(self.inputs).copied().collect()
+    }
+
+    /// Pads the segment to `seq_len` (which must be at least the number of inputs).
     pub fn padded(&self, seq_len: usize, pad_id: u32) -> PaddedSegment {
         let mut out = PaddedSegment {
             input_ids: vec![pad_id; seq_len],
             targets: vec![IGNORE_INDEX; seq_len],
             valid: vec![false; seq_len],
         };
-        for (i, &t) in self.inputs.iter().take(seq_len).enumerate() {
+        for (i, t) in self.row_ids().into_iter().take(seq_len).enumerate() {
             out.input_ids[i] = t;
             out.valid[i] = true;
         }
-        for (i, &t) in self.targets.iter().take(seq_len).enumerate() {
-            out.targets[i] = i64::from(t);
+        let offset = usize::from(self.prefix.is_some());
+        for (i, &t) in self.targets.iter().enumerate() {
+            if let Some(slot) = out.targets.get_mut(offset + i) {
+                *slot = i64::from(t);
+            }
         }
         out
     }
 }
 
-/// Walks one document in segments of `seq_len` tokens (for evaluation).
+/// Walks one document in the segments of a [`SegmentLayout`].
 #[derive(Debug, Clone)]
 pub struct Segments<'a> {
     ids: &'a [u32],
-    seq_len: usize,
+    layout: SegmentLayout,
     next: usize,
 }
 
 impl<'a> Segments<'a> {
-    /// The segments of the document `ids`; a `seq_len` of 0 yields none.
-    pub fn of_document(ids: &'a [u32], seq_len: usize) -> Self {
+    /// The segments of the document `ids`; an invalid layout (`seq_len` 0) yields none.
+    pub fn of_document(ids: &'a [u32], layout: SegmentLayout) -> Self {
         Self {
             ids,
-            seq_len,
+            layout,
             next: 0,
         }
     }
 
-    /// Number of segments of a document of `n` tokens: `ceil(n / seq_len)`.
-    pub fn count(n: usize, seq_len: usize) -> usize {
-        if seq_len == 0 { 0 } else { n.div_ceil(seq_len) }
-    }
-
     /// Segment `k`, if the document has one.
-    pub fn get(ids: &'a [u32], seq_len: usize, k: usize) -> Option<Segment<'a>> {
-        let start = k.checked_mul(seq_len)?;
-        if seq_len == 0 || start >= ids.len() {
+    pub fn get(ids: &'a [u32], layout: SegmentLayout, k: usize) -> Option<Segment<'a>> {
+        if k >= layout.count(ids.len()) {
             return None;
         }
-        let end = (start + seq_len).min(ids.len());
+        let r = layout.range(k, ids.len());
         Some(Segment {
             index: k,
-            start,
-            inputs: &ids[start..end],
-            targets: &ids[start + 1..(end + 1).min(ids.len())],
+            start: r.start,
+            prefix: if layout.prefix(k) == 1 {
+                layout.bos
+            } else {
+                None
+            },
+            inputs: &ids[r.clone()],
+            targets: &ids[r.start + 1..(r.end + 1).min(ids.len())],
         })
     }
 }
@@ -116,7 +132,7 @@ impl<'a> Iterator for Segments<'a> {
     type Item = Segment<'a>;
 
     fn next(&mut self) -> Option<Segment<'a>> {
-        let s = Segments::get(self.ids, self.seq_len, self.next)?;
+        let s = Segments::get(self.ids, self.layout, self.next)?;
         self.next += 1;
         Some(s)
     }
@@ -140,10 +156,15 @@ pub struct BatcherConfig {
     pub epochs: Option<usize>,
     /// Input id of padding positions.
     pub pad_id: u32,
+    /// The token that begins every segment after a document's first (see the
+    /// [module docs](self)); `None`: contiguous segments.
+    #[serde(default)]
+    pub bos: Option<u32>,
 }
 
 impl BatcherConfig {
-    /// `seq_len` × `batch_size`, no shuffle, one epoch, `min_tokens = seq_len + 1`, pad id 0.
+    /// `seq_len` × `batch_size`, no shuffle, one epoch, `min_tokens = seq_len + 1`, pad id 0,
+    /// contiguous segments.
     pub fn new(seq_len: usize, batch_size: usize) -> Self {
         Self {
             seq_len,
@@ -153,6 +174,22 @@ impl BatcherConfig {
             seed: 0,
             epochs: Some(1),
             pad_id: 0,
+            bos: None,
+        }
+    }
+
+    /// The batcher of `layout`'s segments: its `seq_len` and BOS prefix.
+    pub fn with_layout(mut self, layout: SegmentLayout) -> Self {
+        self.seq_len = layout.seq_len;
+        self.bos = layout.bos;
+        self
+    }
+
+    /// How documents are cut.
+    pub fn layout(&self) -> SegmentLayout {
+        SegmentLayout {
+            seq_len: self.seq_len,
+            bos: self.bos,
         }
     }
 
@@ -182,11 +219,7 @@ impl BatcherConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.seq_len == 0 {
-            return Err(DataError::BadConfig(
-                "seq_len must be at least 1, found 0".into(),
-            ));
-        }
+        self.layout().check().map_err(DataError::BadConfig)?;
         if self.batch_size == 0 {
             return Err(DataError::BadConfig(
                 "batch_size must be at least 1, found 0".into(),
@@ -439,12 +472,13 @@ impl StreamBatcher {
         self.eligible.len()
     }
 
-    /// Row-segments per epoch (`Σ ceil(n / L)` over streamed documents); an epoch has at least
-    /// `ceil(segments / B)` batches.
+    /// Row-segments per epoch (`Σ count(n)` over streamed documents, `ceil(n / L)` for
+    /// contiguous segments); an epoch has at least `ceil(segments / B)` batches.
     pub fn segments_per_epoch(&self) -> usize {
+        let layout = self.config.layout();
         self.eligible
             .iter()
-            .map(|&i| Segments::count(self.corpus.docs[i].tokens.len(), self.config.seq_len))
+            .map(|&i| layout.count(self.corpus.docs[i].tokens.len()))
             .sum()
     }
 
@@ -564,7 +598,7 @@ impl StreamBatcher {
     fn row_exhausted(&self, row: &RowState) -> bool {
         match row.doc {
             None => true,
-            Some(d) => row.segment * self.config.seq_len >= self.corpus.docs[d].tokens.len(),
+            Some(d) => row.segment >= self.config.layout().count(self.corpus.docs[d].tokens.len()),
         }
     }
 
@@ -607,7 +641,11 @@ impl StreamBatcher {
     }
 
     fn emit(&mut self) -> SegmentBatch {
-        let (b, l) = (self.config.batch_size, self.config.seq_len);
+        let (b, l, layout) = (
+            self.config.batch_size,
+            self.config.seq_len,
+            self.config.layout(),
+        );
         let mut batch = SegmentBatch {
             input_ids: Vec::with_capacity(b),
             targets: Vec::with_capacity(b),
@@ -620,12 +658,13 @@ impl StreamBatcher {
         for row in &mut self.rows {
             let seg = row
                 .doc
-                .and_then(|d| Segments::get(&self.corpus.docs[d].tokens, l, row.segment));
+                .and_then(|d| Segments::get(&self.corpus.docs[d].tokens, layout, row.segment));
             let padded = match seg {
                 Some(s) => s.padded(l, self.config.pad_id),
                 None => Segment {
                     index: 0,
                     start: 0,
+                    prefix: None,
                     inputs: &[],
                     targets: &[],
                 }

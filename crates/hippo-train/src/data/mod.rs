@@ -19,7 +19,7 @@ pub mod tokenize;
 
 pub use batch::{
     BatcherConfig, BatcherState, IGNORE_INDEX, PaddedSegment, RowState, Segment, SegmentBatch,
-    Segments, StreamBatcher,
+    SegmentLayout, Segments, StreamBatcher,
 };
 pub use cache::{CacheMeta, SourceDigest, TokenizedCorpus, TokenizedDoc};
 pub use corpus::{
