@@ -54,6 +54,9 @@ pub struct TrainArgs {
     /// LoRA learning rate as a multiple of --lr.
     #[arg(long, default_value_t = 0.1)]
     pub lora_lr_mult: f64,
+    /// Drift-correction (A, b) learning rate as a multiple of --lr.
+    #[arg(long, default_value_t = 0.01)]
+    pub drift_lr_mult: f64,
     /// Fraction of the steps spent warming up.
     #[arg(long, default_value_t = 0.1)]
     pub warmup_ratio: f64,
@@ -155,6 +158,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         epochs: args.epochs,
         lr: args.lr,
         lora_lr_mult: args.lora_lr_mult,
+        drift_lr_mult: args.drift_lr_mult,
         warmup_ratio: args.warmup_ratio,
         schedule,
         weight_decay: args.weight_decay,

@@ -44,6 +44,8 @@ pub const META_FILE: &str = "meta.json";
 pub const TRAINABLE_REGEX: &str = r"^(gate|drift|memory|fusion)\.|\.lora\.(a|b)$";
 /// Regex of the LoRA factors.
 pub const LORA_REGEX: &str = r"\.lora\.(a|b)$";
+/// The drift calibrator's affine correction `A`, `b` (see [`drift_group`]).
+pub const DRIFT_REGEX: &str = r"^drift\.(a|b)$";
 
 /// The base model a checkpoint was trained over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,12 @@ pub fn trainable_group(config: &HippoFormerConfig) -> Result<ParamGroup> {
 pub fn lora_group() -> Result<ParamGroup> {
     ParamGroup::from_regex(LORA_REGEX)
         .map_err(|e| HippoError::InvalidInput(format!("LoRA regex: {e:?}")))
+}
+
+/// The drift calibrator's `A` and `b` (for a separate learning rate).
+pub fn drift_group() -> Result<ParamGroup> {
+    ParamGroup::from_regex(DRIFT_REGEX)
+        .map_err(|e| HippoError::InvalidInput(format!("drift regex: {e:?}")))
 }
 
 /// Paths of the float parameters (and running states) `group` selects.

@@ -147,6 +147,13 @@ pub struct TrainOptions {
     pub lr: f64,
     /// Multiplier of the LoRA factors' learning rate.
     pub lora_lr_mult: f64,
+    /// Multiplier of the drift calibrator's learning rate (`A`, `b`). `A` is a `D × D` matrix
+    /// at the identity whose gradient `Σ hᵀg` is nearly rank one; Adam moves every entry by
+    /// about the learning rate per step, so one step shifts each corrected hidden state by
+    /// about `lr · ‖h‖₁` — at `lr = 1e-3` and D = 640, most of a hidden state's mean magnitude.
+    /// Default 0.01 (measured: see `drift_lr_mult` in README.md).
+    #[serde(default = "default_drift_lr_mult")]
+    pub drift_lr_mult: f64,
     /// Fraction of the steps spent warming up linearly.
     pub warmup_ratio: f64,
     /// Decay after the warmup.
@@ -194,6 +201,7 @@ impl Default for TrainOptions {
             epochs: None,
             lr: 1e-4,
             lora_lr_mult: 0.1,
+            drift_lr_mult: default_drift_lr_mult(),
             warmup_ratio: 0.1,
             schedule: Schedule::Linear,
             weight_decay: 0.01,
@@ -231,6 +239,12 @@ impl TrainOptions {
         }
         if !(self.lora_lr_mult.is_finite() && self.lora_lr_mult >= 0.0) {
             return bad(format!("lora_lr_mult = {} must be ≥ 0", self.lora_lr_mult));
+        }
+        if !(self.drift_lr_mult.is_finite() && self.drift_lr_mult >= 0.0) {
+            return bad(format!(
+                "drift_lr_mult = {} must be ≥ 0",
+                self.drift_lr_mult
+            ));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad(format!(
@@ -306,12 +320,36 @@ pub struct TrainSummary {
     pub final_checkpoint: Option<PathBuf>,
 }
 
-/// The learning rates of one step: `lr` for every parameter, `lr · lora_mult` for the LoRA
-/// factors.
-pub fn learning_rates(lr: f64, lora_mult: f64, lora: &ParamGroup) -> ModuleLearningRate {
+/// The parameter groups with their own learning-rate multiplier.
+#[derive(Debug, Clone)]
+pub struct LrGroups {
+    /// The LoRA factors (`lora_lr_mult`).
+    pub lora: ParamGroup,
+    /// The drift calibrator's `A`, `b` (`drift_lr_mult`).
+    pub drift: ParamGroup,
+}
+
+impl LrGroups {
+    /// The groups of a HippoFormer.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            lora: checkpoint::lora_group()?,
+            drift: checkpoint::drift_group()?,
+        })
+    }
+}
+
+/// The learning rates of one step: `lr` for every parameter, `lr · lora_lr_mult` for the LoRA
+/// factors, `lr · drift_lr_mult` for the drift correction.
+pub fn learning_rates(lr: f64, opts: &TrainOptions, groups: &LrGroups) -> ModuleLearningRate {
     ModuleLrScheduler::new(lr)
-        .with_group(lora.clone(), lr * lora_mult)
+        .with_group(groups.lora.clone(), lr * opts.lora_lr_mult)
+        .with_group(groups.drift.clone(), lr * opts.drift_lr_mult)
         .step()
+}
+
+fn default_drift_lr_mult() -> f64 {
+    0.01
 }
 
 /// The optimizer: AdamW (β = 0.9, 0.999, ε = 1e-8) with decoupled weight decay.
@@ -668,7 +706,7 @@ pub fn train_model(
     let base = base.train().to_device(&ad);
     let mut model = HippoFormer::new(base, config, &ad)?;
     let mut optim = optimizer(opts.weight_decay);
-    let lora = checkpoint::lora_group()?;
+    let groups = LrGroups::new()?;
     let b = opts.batch_size;
     let mut mem = model.empty_state(b, &ad);
     let mut step = 0usize;
@@ -940,7 +978,7 @@ pub fn train_model(
                 last_checkpoint,
             });
         }
-        model = optim.step(learning_rates(lr, opts.lora_lr_mult, &lora), model, grads);
+        model = optim.step(learning_rates(lr, opts, &groups), model, grads);
         step += 1;
         let secs = started.elapsed().as_secs_f64();
         train_seconds += secs;

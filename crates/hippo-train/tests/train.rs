@@ -85,6 +85,7 @@ fn opts(dir: &Path) -> TrainOptions {
         epochs: None,
         lr: 3e-3,
         lora_lr_mult: 0.1,
+        drift_lr_mult: 0.01,
         warmup_ratio: 0.1,
         schedule: Schedule::Cosine,
         weight_decay: 0.01,
@@ -289,15 +290,21 @@ fn interrupted_and_resumed_equals_uninterrupted() {
 }
 
 #[test]
-fn lora_factors_get_the_reduced_learning_rate() {
+fn lora_factors_and_the_drift_correction_get_their_own_learning_rates() {
     let _g = serial();
     let model = HippoFormer::new(base(), config(), &device().autodiff()).unwrap();
-    let lora = checkpoint::lora_group().unwrap();
-    let rates = trainer::learning_rates(1e-3, 0.1, &lora);
+    let groups = trainer::LrGroups::new().unwrap();
+    let o = TrainOptions {
+        lora_lr_mult: 0.1,
+        drift_lr_mult: 0.01,
+        ..TrainOptions::default()
+    };
+    let rates = trainer::learning_rates(1e-3, &o, &groups);
     struct Check<'a> {
         path: Vec<String>,
         rates: &'a burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
         lora: usize,
+        drift: usize,
         other: usize,
     }
     impl ModuleVisitor for Check<'_> {
@@ -313,6 +320,9 @@ fn lora_factors_get_the_reduced_learning_rate() {
             if path.contains(".lora.") {
                 assert!((lr - 1e-4).abs() < 1e-15, "{path}: {lr}");
                 self.lora += 1;
+            } else if path == "drift.a" || path == "drift.b" {
+                assert!((lr - 1e-5).abs() < 1e-15, "{path}: {lr}");
+                self.drift += 1;
             } else {
                 assert!((lr - 1e-3).abs() < 1e-15, "{path}: {lr}");
                 self.other += 1;
@@ -323,11 +333,13 @@ fn lora_factors_get_the_reduced_learning_rate() {
         path: Vec::new(),
         rates: &rates,
         lora: 0,
+        drift: 0,
         other: 0,
     };
     model.visit(&mut c);
     // 4 layers × (q_proj, v_proj) × (a, b).
     assert_eq!(c.lora, 16);
+    assert_eq!(c.drift, 2);
     assert!(c.other > 16);
 }
 
@@ -638,4 +650,52 @@ fn data_parallel_needs_a_stream_per_device() {
     )
     .expect_err("3 devices for 2 streams must be refused");
     assert!(err.to_string().contains("batch_size ≥ 3"), "{err}");
+}
+
+#[test]
+fn bad_options_are_refused_with_the_field_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = opts(tmp.path());
+    assert!(ok.validate().is_ok());
+    let cases: Vec<(TrainOptions, &str)> = vec![
+        (
+            TrainOptions {
+                seq_len: 1,
+                ..ok.clone()
+            },
+            "seq_len",
+        ),
+        (
+            TrainOptions {
+                drift_lr_mult: -1.0,
+                ..ok.clone()
+            },
+            "drift_lr_mult",
+        ),
+        (
+            TrainOptions {
+                lora_lr_mult: f64::NAN,
+                ..ok.clone()
+            },
+            "lora_lr_mult",
+        ),
+        (
+            TrainOptions {
+                warmup_ratio: 1.0,
+                ..ok.clone()
+            },
+            "warmup_ratio",
+        ),
+        (
+            TrainOptions {
+                lr: 0.0,
+                ..ok.clone()
+            },
+            "lr",
+        ),
+    ];
+    for (o, needle) in cases {
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
 }
