@@ -8,17 +8,20 @@
 //! - Norm multipliers are stored whole (`gamma = 1 + w` for Hugging Face weights, the GGUF value
 //!   as stored), so the forward is `x / rms(x) * gamma` for every source.
 //! - The LM head is the embedding matrix (tied), applied after the final norm.
+//! - With a mixed [`Precision`], only the matmuls change dtype (see [`crate::precision`]); every
+//!   tensor between two ops of this file is f32, and so is every output.
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation;
-use burn::tensor::module::attention;
+use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::cache::{KvCache, LayerKv};
 use crate::config::{Activation, GemmaConfig, GemmaFamily, LayerType};
 use crate::error::{GemmaError, Result};
+use crate::precision::Precision;
 use crate::weights::{WeightSource, fetch};
 
 /// Root-mean-square norm with a stored multiplier: `x / sqrt(mean(x²) + eps) * gamma`.
@@ -37,6 +40,20 @@ impl RmsNorm {
         let inv = ms.add_scalar(self.eps).sqrt().recip();
         let gamma = self.gamma.val().unsqueeze::<D>();
         x.mul(inv).mul(gamma)
+    }
+}
+
+/// `x · W` through `lin`, the product in `precision`'s matmul dtype: `x` (f32, or already in that
+/// dtype) and the weight — for LoRA the composed `W + ΔW` — are cast, the result is cast back to
+/// f32. With f32 this is exactly `lin.forward(x)`.
+fn project(lin: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+    match precision.matmul_dtype() {
+        None => lin.forward(x),
+        Some(dtype) => {
+            let weight = lin.weight.val().cast(dtype);
+            let bias = lin.bias.as_ref().map(|b| b.val().cast(dtype));
+            linear(x.cast(dtype), weight, bias).cast(DType::F32)
+        }
     }
 }
 
@@ -138,6 +155,9 @@ pub struct Attention {
     window: usize,
     rope_theta: f64,
     rope_factor: f64,
+    /// The matmul precision (set through [`Gemma::with_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Attention {
@@ -147,19 +167,14 @@ impl Attention {
         let [b, t, _] = x.dims();
         let device = x.device();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x.clone())
+        let p = self.precision;
+        let q = project(&self.q_proj, x.clone(), p)
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let k = self
-            .k_proj
-            .forward(x.clone())
+        let k = project(&self.k_proj, x.clone(), p)
             .reshape([b, t, kvh, hd])
             .swap_dims(1, 2);
-        let v = self
-            .v_proj
-            .forward(x)
+        let v = project(&self.v_proj, x, p)
             .reshape([b, t, kvh, hd])
             .swap_dims(1, 2);
         let q = match &self.q_norm {
@@ -174,6 +189,11 @@ impl Attention {
         let q = apply_rope(q, &cos, &sin);
         let k = apply_rope(k, &cos, &sin);
         let window = (self.window > 0).then_some(self.window);
+        // The attention core in the matmul dtype; the cache holds k and v in it too.
+        let (q, k, v) = match p.matmul_dtype() {
+            None => (q, k, v),
+            Some(dtype) => (q.cast(dtype), k.cast(dtype), v.cast(dtype)),
+        };
 
         let (k, v, k_start) = match cache {
             Some(c) => c.append(k, v, start, window),
@@ -200,8 +220,9 @@ impl Attention {
             is_causal: false,
         };
         let out = attention(q, k, v, Some(mask), None, options);
+        // With a mixed precision `out` is still in the matmul dtype: o_proj takes it as is.
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        self.o_proj.forward(out)
+        project(&self.o_proj, out, p)
     }
 }
 
@@ -215,18 +236,22 @@ pub struct Mlp {
     /// Down projection.
     pub down_proj: Linear,
     exact_gelu: bool,
+    /// The matmul precision (set through [`Gemma::with_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Mlp {
     /// `[.., hidden]` → `[.., hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = self.gate_proj.forward(x.clone());
+        let p = self.precision;
+        let gate = project(&self.gate_proj, x.clone(), p);
         let gate = if self.exact_gelu {
             activation::gelu(gate)
         } else {
             activation::gelu_approximate(gate)
         };
-        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+        project(&self.down_proj, gate.mul(project(&self.up_proj, x, p)), p)
     }
 }
 
@@ -299,6 +324,9 @@ pub struct Gemma {
     /// see [`Gemma::with_f16_lm_head`]. Not saved, not trained.
     #[module(skip)]
     pub lm_head_f16: Option<Tensor<2>>,
+    /// The matmul precision; see [`Gemma::with_precision`].
+    #[module(skip)]
+    precision: Precision,
 }
 
 /// Every tensor a checkpoint must hold for `config`, with its Hugging Face name and shape.
@@ -419,6 +447,7 @@ impl Builder<'_> {
             },
             rope_theta: rope.theta,
             rope_factor: rope.linear_factor,
+            precision: Precision::F32,
         };
         let ff = c.intermediate_size;
         Ok(DecoderLayer {
@@ -433,6 +462,7 @@ impl Builder<'_> {
                 up_proj: self.linear(&format!("{p}.mlp.up_proj.weight"), ff, d)?,
                 down_proj: self.linear(&format!("{p}.mlp.down_proj.weight"), d, ff)?,
                 exact_gelu: c.activation == Activation::GeluExact,
+                precision: Precision::F32,
             },
         })
     }
@@ -467,6 +497,7 @@ impl Gemma {
             norm: b.norm("model.norm.weight", config.hidden_size)?,
             config: config.clone(),
             lm_head_f16: None,
+            precision: Precision::F32,
         })
     }
 
@@ -540,6 +571,25 @@ impl Gemma {
         self.norm.forward(x)
     }
 
+    /// Runs every matmul of this model — projections, attention core, LM head — in `precision`,
+    /// everything else in f32 (see [`crate::precision`]); outputs stay f32. The weights are not
+    /// touched (they are cast at each use, so LoRA factors and trainable weights stay f32
+    /// masters). An error if the device's backend cannot compute in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        precision.check_device(&self.embed_tokens.val().device())?;
+        self.precision = precision;
+        for layer in &mut self.layers {
+            layer.self_attn.precision = precision;
+            layer.mlp.precision = precision;
+        }
+        Ok(self)
+    }
+
+    /// The matmul precision ([`Precision::F32`] unless set by [`Gemma::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Keeps an f16 copy of the embedding and computes the LM head from it (inputs cast to f16,
     /// logits back to f32). On CPU the decode-time LM head is memory-bound, and halving the bytes
     /// read makes it ≈ 2.5× faster; logits then differ from f32 by ~1e-2, so this is an explicit
@@ -550,6 +600,9 @@ impl Gemma {
     }
 
     /// The tied LM head: `hidden · Eᵀ`, soft-capped if the config says so. `[B,T,hidden]` → `[B,T,vocab]`.
+    ///
+    /// The product runs in f16 with [`Gemma::with_f16_lm_head`] (which wins), else in the
+    /// model's [`Precision`]; the soft-cap and the logits are f32.
     pub fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let flat = hidden.reshape([b * t, d]);
@@ -558,7 +611,13 @@ impl Gemma {
                 .cast(DType::F16)
                 .matmul(e16.clone().transpose())
                 .cast(DType::F32),
-            None => flat.matmul(self.embed_tokens.val().transpose()),
+            None => match self.precision.matmul_dtype() {
+                None => flat.matmul(self.embed_tokens.val().transpose()),
+                Some(dtype) => flat
+                    .cast(dtype)
+                    .matmul(self.embed_tokens.val().cast(dtype).transpose())
+                    .cast(DType::F32),
+            },
         }
         .reshape([b, t, self.config.vocab_size]);
         match self.config.final_logit_softcapping {

@@ -109,6 +109,8 @@ impl HippoFormer {
         config.validate()?;
         let d = base.config().hidden_size;
         config.validate_for_width(d)?;
+        config.validate_for_device(device)?;
+        let base = base.with_precision(config.precision)?;
         let base = if config.use_lora {
             lora::apply(
                 base,
