@@ -244,7 +244,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     };
     config.base_model = assets.gguf.display().to_string();
     tracing::info!(model = %assets.gguf.display(), "loading the base model");
-    let base = hippo_gemma::load(&config.base_model, &device)?.model;
+    // The base scorer computes in the config's precision, like the HippoFormer built over it.
+    let base = hippo_gemma::load(&config.base_model, &device)?
+        .model
+        .with_precision(config.precision)
+        .map_err(|e| crate::UsageError::wrap(e.into()))?;
     let tokenizer = GemmaTokenizer::from_file(&assets.tokenizer)?;
     let load = |spec: &CorpusSpec, split: Split| -> Result<Arc<TokenizedCorpus>> {
         let c = crate::tokenized_split(spec, split, &tokenizer)

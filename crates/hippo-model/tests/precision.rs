@@ -107,7 +107,10 @@ fn fresh_bf16_modules_give_the_bf16_base_logits_exactly() {
             assert_eq!(out.hidden.dtype(), DType::F32, "{name}");
             let got = to_vec(out.logits);
             let diff = max_abs_diff(&got, &want);
-            assert!(diff <= 1e-6, "{name}, segment {seg}: |Δlogit| vs bf16 base = {diff}");
+            assert!(
+                diff <= 1e-6,
+                "{name}, segment {seg}: |Δlogit| vs bf16 base = {diff}"
+            );
             // … and the bf16 path is live: not the f32 logits, but close to them.
             let scale = f32_logits.iter().fold(0f32, |m, x| m.max(x.abs()));
             let vs_f32 = max_abs_diff(&got, &f32_logits);
@@ -117,7 +120,11 @@ fn fresh_bf16_modules_give_the_bf16_base_logits_exactly() {
             );
         }
         let entries = model.memory.stats(&state).entries;
-        assert_eq!(entries > 0, model.config.memory, "{name}: {entries} entries");
+        assert_eq!(
+            entries > 0,
+            model.config.memory,
+            "{name}: {entries} entries"
+        );
     }
 }
 
@@ -154,7 +161,12 @@ fn the_inference_copy_keeps_bf16() {
     let rows = stream(1, 8, 2);
     let (ids, valid) = tensors(&rows, 0, 8);
     let state = inference.empty_state(1, &device());
-    let got = to_vec(inference.forward(ids.clone(), valid, &state).unwrap().logits);
+    let got = to_vec(
+        inference
+            .forward(ids.clone(), valid, &state)
+            .unwrap()
+            .logits,
+    );
     let want = to_vec(
         base()
             .with_precision(Precision::Bf16)
@@ -183,7 +195,10 @@ fn the_precision_field_round_trips_and_rejects_unknown_values() {
         // The TOML error points at the value (`precision = …` is quoted in it).
         assert!(e.contains("precision = ") && e.contains(bad), "{bad} → {e}");
         if bad.starts_with('"') {
-            assert!(e.contains("`f32`, `bf16`") || e.contains("`f32` or `bf16`"), "{bad} → {e}");
+            assert!(
+                e.contains("`f32`, `bf16`") || e.contains("`f32` or `bf16`"),
+                "{bad} → {e}"
+            );
         }
     }
     assert!(cfg.validate_for_device(&device()).is_ok());

@@ -132,11 +132,7 @@ impl ModuleVisitor for Collect {
     }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         let raw = p.base();
-        let v = raw
-            .to_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let v = raw.to_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         self.out
             .push((self.path.join("."), raw.dtype(), p.val().dtype(), v));
     }
@@ -191,12 +187,19 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
     eprintln!(
         "LM loss, first 5 → last 5 steps: f32 {f_first:.4} → {f_last:.4}, bf16 {b_first:.4} → {b_last:.4}"
     );
-    assert!(b_last < b_first - 0.3, "bf16 LM loss did not fall: {:?}", s.train_lm);
+    assert!(
+        b_last < b_first - 0.3,
+        "bf16 LM loss did not fall: {:?}",
+        s.train_lm
+    );
     assert!(
         (b_last - f_last).abs() <= 0.1 * f_last.max(0.5),
         "bf16 ends at {b_last}, f32 at {f_last}"
     );
-    assert_ne!(f.train_loss, s.train_loss, "bf16 trained bit-identically to f32");
+    assert_ne!(
+        f.train_loss, s.train_loss,
+        "bf16 trained bit-identically to f32"
+    );
 
     // Masters stay f32 — base, LoRA factors, modules — stored and composed.
     let trained_params = params(&trained);
@@ -220,7 +223,10 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
         ("memory.", ""),
         ("fusion.", ""),
     ] {
-        assert!(moved(prefix, suffix), "no {prefix}…{suffix} parameter trained");
+        assert!(
+            moved(prefix, suffix),
+            "no {prefix}…{suffix} parameter trained"
+        );
     }
     // The optimizer state (AdamW moments of every trainable parameter) is f32: the file has
     // the size of the f32 run's (bf16 moments would halve it).
@@ -231,7 +237,10 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
             .len()
     };
     let (fs, bs) = (size(a.path()), size(b.path()));
-    assert!(fs > 10_000 && fs == bs, "optimizer.bpk: f32 run {fs} B, bf16 run {bs} B");
+    assert!(
+        fs > 10_000 && fs == bs,
+        "optimizer.bpk: f32 run {fs} B, bf16 run {bs} B"
+    );
 }
 
 #[test]
