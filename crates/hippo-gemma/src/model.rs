@@ -11,7 +11,7 @@
 //! - With a mixed [`Precision`], only the matmuls change dtype (see [`crate::precision`]); every
 //!   tensor between two ops of this file is f32, and so is every output.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Linear;
 use burn::tensor::activation;
 use burn::tensor::module::{attention, linear};
@@ -329,6 +329,33 @@ pub struct Gemma {
     precision: Precision,
 }
 
+/// Stores the frozen matmul weights in `dtype` (see [`Gemma::with_precision`]): 2-D parameters
+/// (the embedding and the projections; norm gains are 1-D) outside LoRA adapters that require no
+/// gradient.
+struct StoreFrozen {
+    dtype: DType,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for StoreFrozen {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let in_adapter = self.path.iter().any(|p| p == "lora");
+        if D != 2 || in_adapter || param.is_require_grad() || param.dtype() == self.dtype {
+            return param;
+        }
+        let dtype = self.dtype;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
 /// Every tensor a checkpoint must hold for `config`, with its Hugging Face name and shape.
 pub fn hf_tensor_specs(config: &GemmaConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.hidden_size;
@@ -553,6 +580,12 @@ impl Gemma {
         let d = self.config.hidden_size;
         let flat = ids.reshape([b * t]);
         let e = self.embed_tokens.val().select(0, flat).reshape([b, t, d]);
+        // A frozen embedding may be stored in bf16 (see `with_precision`); the stream is f32.
+        let e = if e.dtype() == DType::F32 {
+            e
+        } else {
+            e.cast(DType::F32)
+        };
         e.mul_scalar((d as f32).sqrt())
     }
 
@@ -572,9 +605,16 @@ impl Gemma {
     }
 
     /// Runs every matmul of this model — projections, attention core, LM head — in `precision`,
-    /// everything else in f32 (see [`crate::precision`]); outputs stay f32. The weights are not
-    /// touched (they are cast at each use, so LoRA factors and trainable weights stay f32
-    /// masters). An error if the device's backend cannot compute in `precision`.
+    /// everything else in f32 (see [`crate::precision`]); outputs stay f32.
+    ///
+    /// The weights only matmuls read and nothing trains — the embedding and the projections'
+    /// weights that require no gradient — are stored in the matmul dtype (half the memory with
+    /// bf16; each use would cast them to it anyway). LoRA factors, norm gains and every weight
+    /// that requires a gradient stay f32: the masters the optimizer updates. A LoRA-adapted
+    /// weight composes `W + ΔW` in f32 and is cast at each use. Call it after freezing (or
+    /// attaching LoRA) so the frozen weights are known; on a device without autodiff nothing
+    /// trains. `F32` stores everything in f32 again. An error if the device's backend cannot
+    /// compute in `precision`.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         precision.check_device(&self.embed_tokens.val().device())?;
         self.precision = precision;
@@ -582,7 +622,11 @@ impl Gemma {
             layer.self_attn.precision = precision;
             layer.mlp.precision = precision;
         }
-        Ok(self)
+        let mut store = StoreFrozen {
+            dtype: precision.matmul_dtype().unwrap_or(DType::F32),
+            path: Vec::new(),
+        };
+        Ok(self.map(&mut store))
     }
 
     /// The matmul precision ([`Precision::F32`] unless set by [`Gemma::with_precision`]).

@@ -48,19 +48,60 @@ fn mean_nll(logits: &[f32], ids: &[u32], v: usize) -> f32 {
         / n as f32
 }
 
-/// Every parameter's stored dtype and (for LoRA) its composed dtype.
-struct Dtypes(Vec<(DType, DType)>);
+/// A parameter's path, rank, whether it trains, and stored dtype (a visitor sees LoRA-adapted
+/// weights without their adapter: their stored base).
+type ParamInfo = (String, usize, bool, DType);
+
+struct Dtypes {
+    path: Vec<String>,
+    out: Vec<ParamInfo>,
+}
 
 impl ModuleVisitor for Dtypes {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0.push((p.base().dtype(), p.val().dtype()));
+        let raw = p.base();
+        self.out.push((
+            self.path.join("."),
+            D,
+            raw.is_require_grad(),
+            raw.dtype(),
+        ));
     }
 }
 
-fn param_dtypes<M: Module>(m: &M) -> Vec<(DType, DType)> {
-    let mut v = Dtypes(Vec::new());
+fn params<M: Module>(m: &M) -> Vec<ParamInfo> {
+    let mut v = Dtypes {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     m.visit(&mut v);
-    v.0
+    v.out
+}
+
+/// The storage rule of `with_precision(Bf16)`: trainable parameters (LoRA factors included) and
+/// norm gains in f32, frozen matmul weights in bf16; a LoRA-adapted weight composes in f32.
+fn check_storage(m: &Gemma) -> (usize, usize) {
+    let (mut bf16, mut f32) = (0, 0);
+    for (path, rank, trains, stored) in params(m) {
+        let want = if rank == 2 && !trains && !path.contains("lora") {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        assert_eq!(stored, want, "{path} (trains: {trains})");
+        if want == DType::BF16 {
+            bf16 += 1;
+        } else {
+            f32 += 1;
+        }
+    }
+    (bf16, f32)
 }
 
 #[test]
@@ -94,12 +135,12 @@ fn bf16_logits_are_close_to_f32_not_identical_and_f32_typed() {
         eprintln!(
             "{dir}: max |Δlogit| {diff:.3e} (scale {scale:.3}), NLL f32 {nf:.5} bf16 {nb:.5}"
         );
-        // The weights are untouched: every parameter is still f32.
-        assert!(
-            param_dtypes(&bf16_model)
-                .iter()
-                .all(|&d| d == (DType::F32, DType::F32))
-        );
+        // Nothing trains here: every matmul weight is stored in bf16, the norm gains in f32;
+        // `F32` stores them in f32 again.
+        let layers = f32_model.config().num_layers;
+        assert_eq!(check_storage(&bf16_model).0, 1 + 7 * layers, "{dir}");
+        let back = bf16_model.with_precision(Precision::F32).unwrap();
+        assert!(params(&back).iter().all(|p| p.3 == DType::F32));
     }
 }
 
@@ -199,12 +240,17 @@ fn bf16_gradients_reach_the_f32_lora_factors_and_agree_with_f32() {
     }
     let adapted = adapted.map(&mut Perturb);
     let bf16 = adapted.clone().with_precision(Precision::Bf16).unwrap();
-    assert!(
-        param_dtypes(&bf16)
-            .iter()
-            .all(|&d| d == (DType::F32, DType::F32)),
-        "a master weight or LoRA factor is not f32"
-    );
+    // LoRA factors f32 (and training), frozen base weights bf16, adapted weights composed in f32.
+    let (frozen, kept) = check_storage(&bf16);
+    let layers = bf16.config().num_layers;
+    assert_eq!(frozen, 1 + 7 * layers);
+    let factors = params(&bf16).iter().filter(|p| p.2).count();
+    assert_eq!(factors, 4 * layers, "q_proj and v_proj adapters: a and b per layer");
+    assert!(kept > factors);
+    let attn = &bf16.layers[0].self_attn;
+    assert_eq!(attn.q_proj.weight.base().dtype(), DType::BF16);
+    assert_eq!(attn.q_proj.weight.val().dtype(), DType::F32, "W + ΔW composes in f32");
+    assert_eq!(attn.k_proj.weight.val().dtype(), DType::BF16);
     let (lf, gf, _) = lora_grads(&adapted, &ids);
     let (lb, gb, dtypes) = lora_grads(&bf16, &ids);
     assert!(dtypes.iter().all(|&d| d == DType::F32), "{dtypes:?}");

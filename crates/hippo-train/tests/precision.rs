@@ -201,11 +201,28 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
         "bf16 trained bit-identically to f32"
     );
 
-    // Masters stay f32 — base, LoRA factors, modules — stored and composed.
+    // Masters stay f32 — LoRA factors, modules, norm gains; the frozen base matmul weights
+    // are stored in bf16 (2-D, outside the adapters); adapted weights compose in f32.
     let trained_params = params(&trained);
-    for (p, stored, composed, _) in &trained_params {
-        assert_eq!((*stored, *composed), (DType::F32, DType::F32), "{p}");
+    let mut frozen_bf16 = 0;
+    for (p, stored, _, v) in &trained_params {
+        let frozen_matmul = p.starts_with("base.") && !p.contains(".lora.") && {
+            let is_norm = p.contains("norm");
+            !is_norm
+        };
+        let want = if frozen_matmul { DType::BF16 } else { DType::F32 };
+        assert_eq!(*stored, want, "{p}");
+        frozen_bf16 += usize::from(frozen_matmul) * v.len();
     }
+    let total: usize = trained_params.iter().map(|p| p.3.len()).sum();
+    eprintln!("base weights stored in bf16: {frozen_bf16} of {total} parameter values");
+    assert!(frozen_bf16 > total / 2);
+    // An adapted weight (bf16 base + f32 factors) composes in f32; a plain frozen one is bf16.
+    let attn = &trained.base.layers[0].self_attn;
+    assert!(attn.q_proj.weight.adapter().is_some());
+    assert_eq!(attn.q_proj.weight.base().dtype(), DType::BF16);
+    assert_eq!(attn.q_proj.weight.val().dtype(), DType::F32);
+    assert_eq!(attn.k_proj.weight.val().dtype(), DType::BF16);
     // Gradients reached the LoRA factors (both: B moves first, then A) and every module.
     let fresh = params(&HippoFormer::new(base(), config(Precision::Bf16), &device()).unwrap());
     let moved = |prefix: &str, suffix: &str| {
