@@ -66,12 +66,8 @@ impl ModuleVisitor for Dtypes {
     }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         let raw = p.base();
-        self.out.push((
-            self.path.join("."),
-            D,
-            raw.is_require_grad(),
-            raw.dtype(),
-        ));
+        self.out
+            .push((self.path.join("."), D, raw.is_require_grad(), raw.dtype()));
     }
 }
 
@@ -245,11 +241,19 @@ fn bf16_gradients_reach_the_f32_lora_factors_and_agree_with_f32() {
     let layers = bf16.config().num_layers;
     assert_eq!(frozen, 1 + 7 * layers);
     let factors = params(&bf16).iter().filter(|p| p.2).count();
-    assert_eq!(factors, 4 * layers, "q_proj and v_proj adapters: a and b per layer");
+    assert_eq!(
+        factors,
+        4 * layers,
+        "q_proj and v_proj adapters: a and b per layer"
+    );
     assert!(kept > factors);
     let attn = &bf16.layers[0].self_attn;
     assert_eq!(attn.q_proj.weight.base().dtype(), DType::BF16);
-    assert_eq!(attn.q_proj.weight.val().dtype(), DType::F32, "W + ΔW composes in f32");
+    assert_eq!(
+        attn.q_proj.weight.val().dtype(),
+        DType::F32,
+        "W + ΔW composes in f32"
+    );
     assert_eq!(attn.k_proj.weight.val().dtype(), DType::BF16);
     let (lf, gf, _) = lora_grads(&adapted, &ids);
     let (lb, gb, dtypes) = lora_grads(&bf16, &ids);

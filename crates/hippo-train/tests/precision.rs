@@ -210,7 +210,11 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
             let is_norm = p.contains("norm");
             !is_norm
         };
-        let want = if frozen_matmul { DType::BF16 } else { DType::F32 };
+        let want = if frozen_matmul {
+            DType::BF16
+        } else {
+            DType::F32
+        };
         assert_eq!(*stored, want, "{p}");
         frozen_bf16 += usize::from(frozen_matmul) * v.len();
     }
