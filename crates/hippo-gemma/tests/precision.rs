@@ -109,7 +109,9 @@ fn bf16_logits_are_close_to_f32_not_identical_and_f32_typed() {
         assert_eq!(bf16_model.precision(), Precision::Bf16);
         let ids = reference_ids(dir);
         let v = f32_model.config().vocab_size;
-        let x = f32_model.ids_tensor(&[ids.clone()], &device()).unwrap();
+        let x = f32_model
+            .ids_tensor(std::slice::from_ref(&ids), &device())
+            .unwrap();
         let out = bf16_model.forward(x.clone(), None);
         assert_eq!(out.logits.dtype(), DType::F32, "{dir}: logits dtype");
         assert_eq!(out.hidden.dtype(), DType::F32, "{dir}: hidden dtype");
@@ -207,7 +209,11 @@ fn lora_grads(model: &Gemma, ids: &[u32]) -> (f32, Vec<f32>, Vec<DType>) {
     };
     model.visit(&mut g);
     // 2 layers or more × (q_proj, v_proj) × (a, b): only the factors have gradients.
-    assert!(g.count >= 8 && g.count % 4 == 0, "{} gradients", g.count);
+    assert!(
+        g.count >= 8 && g.count.is_multiple_of(4),
+        "{} gradients",
+        g.count
+    );
     (value, g.values, g.dtypes)
 }
 

@@ -292,8 +292,7 @@ fn bf16_checkpoint_round_trip_is_exact_and_keeps_the_precision() {
         &dir,
         &checkpoint::BaseRef::of(&base_dir()).unwrap(),
     )
-    .err()
-    .expect("a bf16 checkpoint loaded into an f32 model must be refused (the configs differ)");
+    .expect_err("a bf16 checkpoint loaded into an f32 model must be refused (the configs differ)");
     assert!(err.to_string().contains("config"), "{err}");
 }
 
