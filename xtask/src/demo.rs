@@ -244,11 +244,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     };
     config.base_model = assets.gguf.display().to_string();
     tracing::info!(model = %assets.gguf.display(), "loading the base model");
-    // The base scorer computes in the config's precision, like the HippoFormer built over it.
-    let base = hippo_gemma::load(&config.base_model, &device)?
-        .model
-        .with_precision(config.precision)
-        .map_err(|e| crate::UsageError::wrap(e.into()))?;
+    let base = hippo_gemma::load(&config.base_model, &device)?.model;
     let tokenizer = GemmaTokenizer::from_file(&assets.tokenizer)?;
     let load = |spec: &CorpusSpec, split: Split| -> Result<Arc<TokenizedCorpus>> {
         let c = crate::tokenized_split(spec, split, &tokenizer)
@@ -260,6 +256,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let sotu_test = load(&CorpusSpec::Sotu, Split::Test)?;
 
     let (model, training) = demo_model(&base, &config, args, &load, &device)?;
+    // The base scorer computes in the config's precision, like the HippoFormer built over it
+    // (applied after training, which starts from the f32 base).
+    let base = base
+        .with_precision(config.precision)
+        .map_err(|e| crate::UsageError::wrap(e.into()))?;
     // Inference copy: off the autodiff device, dropout off.
     let model = model.for_inference();
     let memory_off = HippoFormer {

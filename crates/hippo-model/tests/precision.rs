@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use burn::module::Module;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use hippo_gemma::{Gemma, Precision};
 use hippo_model::audit::{audit, open_for_audit};
@@ -202,4 +203,26 @@ fn the_precision_field_round_trips_and_rejects_unknown_values() {
         }
     }
     assert!(cfg.validate_for_device(&device()).is_ok());
+}
+
+#[test]
+fn a_base_already_stored_in_bf16_still_trains_f32_lora_factors() {
+    // E.g. a bf16 base scorer handed on: Burn would build the factors at the base's dtype.
+    // Off autodiff nothing trains, so every matmul weight is stored in bf16; then moved to the
+    // autodiff device as the trainer moves its base.
+    let ad = device().autodiff();
+    let stored = base()
+        .with_precision(Precision::Bf16)
+        .unwrap()
+        .train()
+        .to_device(&ad);
+    assert_eq!(stored.embed_tokens.val().dtype(), DType::BF16);
+    let model = HippoFormer::new(stored, bf16(HippoFormerConfig::default()), &ad).unwrap();
+    for layer in &model.base.layers {
+        let a = layer.self_attn.q_proj.weight.adapter().unwrap();
+        assert_eq!(a.a.val().dtype(), DType::F32);
+        assert_eq!(a.b.val().dtype(), DType::F32);
+        assert!(a.a.val().is_require_grad());
+        assert_eq!(layer.self_attn.q_proj.weight.val().dtype(), DType::F32);
+    }
 }
