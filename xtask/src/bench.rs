@@ -76,6 +76,9 @@ pub struct BenchReport {
     pub forward_gflop_per_token: f64,
     /// Achieved forward FLOP rate / matmul rate.
     pub forward_fraction_of_matmul: f64,
+    /// The same forward with bf16 mixed precision (`Gemma::with_precision`), tokens/s; `None`
+    /// where the device has no bf16. On the CPU (`flex`) bf16 matmuls run through f32.
+    pub forward_bf16_tok_s: Option<f64>,
     /// Greedy decode with the KV cache after a short prompt, tokens/s (f32 throughout).
     pub decode_tok_s: f64,
     /// The same with the f16 LM head (`Gemma::with_f16_lm_head`), tokens/s; `None` on the
@@ -430,6 +433,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let _ = model.forward(x.clone(), None).logits.into_data();
     });
     let forward_tok_s = n as f64 / t.as_secs_f64();
+    let forward_bf16_tok_s = if device.supports_dtype(burn::tensor::DType::BF16) {
+        let bf16 = model.clone().with_precision(hippo_gemma::Precision::Bf16)?;
+        let _ = bf16.forward(x.clone(), None).logits.into_data(); // warm-up
+        let t = best_of(3, || {
+            let _ = bf16.forward(x.clone(), None).logits.into_data();
+        });
+        Some(n as f64 / t.as_secs_f64())
+    } else {
+        None
+    };
     let gflop_tok = cfg.flops_per_token(n / 2) / 1e9;
 
     let decode_tok_s = decode_rate(&model, &ids, args.decode_tokens, &device)?;
@@ -481,6 +494,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         forward_tok_s,
         forward_gflop_per_token: gflop_tok,
         forward_fraction_of_matmul: forward_tok_s * gflop_tok / matmul,
+        forward_bf16_tok_s,
         decode_tok_s,
         decode_f16_head_tok_s,
         hippo,
@@ -498,6 +512,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             report.forward_gflop_per_token,
             100.0 * report.forward_fraction_of_matmul
         );
+        if let Some(r) = report.forward_bf16_tok_s {
+            println!("  with bf16 matmuls   {r:.1} tok/s");
+        }
         println!("greedy decode (cache) {:.1} tok/s", report.decode_tok_s);
         if let Some(r) = report.decode_f16_head_tok_s {
             println!("  with f16 LM head    {r:.1} tok/s");

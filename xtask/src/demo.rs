@@ -256,6 +256,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let sotu_test = load(&CorpusSpec::Sotu, Split::Test)?;
 
     let (model, training) = demo_model(&base, &config, args, &load, &device)?;
+    // The base scorer computes in the config's precision, like the HippoFormer built over it
+    // (applied after training, which starts from the f32 base).
+    let base = base
+        .with_precision(config.precision)
+        .map_err(|e| crate::UsageError::wrap(e.into()))?;
     // Inference copy: off the autodiff device, dropout off.
     let model = model.for_inference();
     let memory_off = HippoFormer {

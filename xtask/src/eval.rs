@@ -292,7 +292,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         seq_len, "evaluating"
     );
 
-    let base = hippo_gemma::load_from(&location, &device)?;
+    // The base scorer computes in the model's precision (the checkpoint's), so both compare alike.
+    let base = hippo_gemma::load_from(&location, &device)?
+        .with_precision(config.precision)
+        .map_err(usage)?;
     let (model, step) = match &ckpt {
         Some((dir, _)) => {
             let (m, meta) =

@@ -1,7 +1,7 @@
 //! `cargo xtask train`: trains the HippoFormer layer over a frozen Gemma on a corpus.
 //!
-//! The model config comes from `--config` (TOML; built-in defaults without it); `--model` and
-//! `--no-lora` override it, and the effective config is written to `<output>/config.toml` and
+//! The model config comes from `--config` (TOML; built-in defaults without it); `--model`,
+//! `--no-lora` and `--precision` override it, and the effective config is written to `<output>/config.toml` and
 //! into every checkpoint. Training options come from flags. Bad input — a config typo, an
 //! unknown or missing corpus, an empty corpus, a corpus whose every document is shorter than
 //! one segment, token ids outside the model's vocabulary, bad option values — exits with code 2.
@@ -84,6 +84,10 @@ pub struct TrainArgs {
     /// Train without LoRA adapters (overrides the config's use_lora).
     #[arg(long)]
     pub no_lora: bool,
+    /// Matmul precision of the base model: f32 or bf16 (mixed precision: bf16 matmuls, f32
+    /// everything else, f32 weights and optimizer state); overrides the config's precision.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Where checkpoints, config.toml and metrics.jsonl go.
     #[arg(long, default_value = "runs/train")]
     pub output_dir: PathBuf,
@@ -142,6 +146,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     if args.no_lora {
         cfg.use_lora = false;
+    }
+    if let Some(p) = &args.precision {
+        cfg.precision = p
+            .parse()
+            .map_err(|e: String| usage(anyhow::anyhow!("--precision: {e}")))?;
     }
     let model_arg = crate::base_model_arg(args.model.as_deref(), &cfg.base_model)?;
     cfg.base_model = model_arg.clone();
@@ -249,6 +258,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         train_docs = train.docs.len(),
         train_tokens = train.docs.iter().map(|d| d.tokens.len()).sum::<usize>(),
         use_lora = cfg.use_lora,
+        precision = %cfg.precision,
         "training"
     );
     let started = std::time::Instant::now();

@@ -8,6 +8,7 @@
 //!   hidden states, and incremental decoding with a [`KvCache`].
 //! - [`load`]: resolving a model argument (dir, `.gguf`, HF repo id in the local cache).
 //! - [`tokenizer`]: `tokenizer.json`, BOS added exactly once.
+//! - [`precision`]: bf16 mixed precision for the matmuls ([`Precision`], [`Gemma::with_precision`]).
 //! - [`lora`]: LoRA adapters on chosen projections (Burn's built-in `Lora`).
 //! - [`score`]: per-token negative log-likelihood with a rolling window.
 //! - [`sample`]: seeded sampling (greedy, temperature, top-k, top-p) and base-model generation.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod load;
 pub mod lora;
 pub mod model;
+pub mod precision;
 pub mod sample;
 pub mod score;
 pub mod tokenizer;
@@ -31,6 +33,7 @@ pub use config::{Activation, GemmaConfig, GemmaFamily, LayerType, Rope};
 pub use error::{GemmaError, Result};
 pub use load::{LoadedModel, ModelLocation, load, load_from, resolve};
 pub use model::{Gemma, GemmaOutput};
+pub use precision::Precision;
 pub use sample::{GenerateOptions, Generation, Sampler, SamplingConfig, StopReason};
 pub use tokenizer::GemmaTokenizer;
 pub use weights::{GgufWeights, RawTensor, SafetensorsWeights, WeightSource};

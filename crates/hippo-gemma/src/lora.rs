@@ -13,6 +13,7 @@ use std::path::Path;
 
 use burn::module::{Lora, Module, ParamGroup};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::FloatDType;
 
 use crate::error::{GemmaError, Result};
 use crate::model::Gemma;
@@ -82,12 +83,17 @@ impl LoraSettings {
     }
 }
 
-/// Attaches adapters and freezes every base parameter.
+/// Attaches adapters and freezes every base parameter. The factors are f32 whatever dtype the
+/// base weights are stored in (Burn would otherwise build them at the base's dtype, e.g. bf16
+/// after [`Gemma::with_precision`]): they are the masters the optimizer updates.
 pub fn apply(model: Gemma, settings: &LoraSettings) -> Result<Gemma> {
     settings.validate()?;
     let group = ParamGroup::from_regex(settings.path_regex())
         .map_err(|e| GemmaError::config("lora settings", format!("{e:?}")))?;
-    Ok(model.apply_lora(Lora::new(settings.rank, settings.alpha).set_param_group(group)))
+    let lora = Lora::new(settings.rank, settings.alpha)
+        .set_dtype(FloatDType::F32)
+        .set_param_group(group);
+    Ok(model.apply_lora(lora))
 }
 
 /// A copy with the adapters folded into the base weights (`W + ΔW`); the input stays unmerged.

@@ -8,17 +8,20 @@
 //! - Norm multipliers are stored whole (`gamma = 1 + w` for Hugging Face weights, the GGUF value
 //!   as stored), so the forward is `x / rms(x) * gamma` for every source.
 //! - The LM head is the embedding matrix (tied), applied after the final norm.
+//! - With a mixed [`Precision`], only the matmuls change dtype (see [`crate::precision`]); every
+//!   tensor between two ops of this file is f32, and so is every output.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Linear;
 use burn::tensor::activation;
-use burn::tensor::module::attention;
+use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::cache::{KvCache, LayerKv};
 use crate::config::{Activation, GemmaConfig, GemmaFamily, LayerType};
 use crate::error::{GemmaError, Result};
+use crate::precision::Precision;
 use crate::weights::{WeightSource, fetch};
 
 /// Root-mean-square norm with a stored multiplier: `x / sqrt(mean(x²) + eps) * gamma`.
@@ -37,6 +40,20 @@ impl RmsNorm {
         let inv = ms.add_scalar(self.eps).sqrt().recip();
         let gamma = self.gamma.val().unsqueeze::<D>();
         x.mul(inv).mul(gamma)
+    }
+}
+
+/// `x · W` through `lin`, the product in `precision`'s matmul dtype: `x` (f32, or already in that
+/// dtype) and the weight — for LoRA the composed `W + ΔW` — are cast, the result is cast back to
+/// f32. With f32 this is exactly `lin.forward(x)`.
+fn project(lin: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+    match precision.matmul_dtype() {
+        None => lin.forward(x),
+        Some(dtype) => {
+            let weight = lin.weight.val().cast(dtype);
+            let bias = lin.bias.as_ref().map(|b| b.val().cast(dtype));
+            linear(x.cast(dtype), weight, bias).cast(DType::F32)
+        }
     }
 }
 
@@ -138,6 +155,9 @@ pub struct Attention {
     window: usize,
     rope_theta: f64,
     rope_factor: f64,
+    /// The matmul precision (set through [`Gemma::with_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Attention {
@@ -147,19 +167,14 @@ impl Attention {
         let [b, t, _] = x.dims();
         let device = x.device();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x.clone())
+        let p = self.precision;
+        let q = project(&self.q_proj, x.clone(), p)
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let k = self
-            .k_proj
-            .forward(x.clone())
+        let k = project(&self.k_proj, x.clone(), p)
             .reshape([b, t, kvh, hd])
             .swap_dims(1, 2);
-        let v = self
-            .v_proj
-            .forward(x)
+        let v = project(&self.v_proj, x, p)
             .reshape([b, t, kvh, hd])
             .swap_dims(1, 2);
         let q = match &self.q_norm {
@@ -174,6 +189,11 @@ impl Attention {
         let q = apply_rope(q, &cos, &sin);
         let k = apply_rope(k, &cos, &sin);
         let window = (self.window > 0).then_some(self.window);
+        // The attention core in the matmul dtype; the cache holds k and v in it too.
+        let (q, k, v) = match p.matmul_dtype() {
+            None => (q, k, v),
+            Some(dtype) => (q.cast(dtype), k.cast(dtype), v.cast(dtype)),
+        };
 
         let (k, v, k_start) = match cache {
             Some(c) => c.append(k, v, start, window),
@@ -200,8 +220,9 @@ impl Attention {
             is_causal: false,
         };
         let out = attention(q, k, v, Some(mask), None, options);
+        // With a mixed precision `out` is still in the matmul dtype: o_proj takes it as is.
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        self.o_proj.forward(out)
+        project(&self.o_proj, out, p)
     }
 }
 
@@ -215,18 +236,22 @@ pub struct Mlp {
     /// Down projection.
     pub down_proj: Linear,
     exact_gelu: bool,
+    /// The matmul precision (set through [`Gemma::with_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Mlp {
     /// `[.., hidden]` → `[.., hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = self.gate_proj.forward(x.clone());
+        let p = self.precision;
+        let gate = project(&self.gate_proj, x.clone(), p);
         let gate = if self.exact_gelu {
             activation::gelu(gate)
         } else {
             activation::gelu_approximate(gate)
         };
-        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+        project(&self.down_proj, gate.mul(project(&self.up_proj, x, p)), p)
     }
 }
 
@@ -299,6 +324,36 @@ pub struct Gemma {
     /// see [`Gemma::with_f16_lm_head`]. Not saved, not trained.
     #[module(skip)]
     pub lm_head_f16: Option<Tensor<2>>,
+    /// The matmul precision; see [`Gemma::with_precision`].
+    #[module(skip)]
+    precision: Precision,
+}
+
+/// Stores the frozen matmul weights in `dtype` (see [`Gemma::with_precision`]): 2-D parameters
+/// (the embedding and the projections; norm gains are 1-D) outside LoRA adapters that require no
+/// gradient.
+struct StoreFrozen {
+    dtype: DType,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for StoreFrozen {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let in_adapter = self.path.iter().any(|p| p == "lora");
+        if D != 2 || in_adapter || param.is_require_grad() || param.dtype() == self.dtype {
+            return param;
+        }
+        let dtype = self.dtype;
+        param.map(|t| t.cast(dtype))
+    }
 }
 
 /// Every tensor a checkpoint must hold for `config`, with its Hugging Face name and shape.
@@ -419,6 +474,7 @@ impl Builder<'_> {
             },
             rope_theta: rope.theta,
             rope_factor: rope.linear_factor,
+            precision: Precision::F32,
         };
         let ff = c.intermediate_size;
         Ok(DecoderLayer {
@@ -433,6 +489,7 @@ impl Builder<'_> {
                 up_proj: self.linear(&format!("{p}.mlp.up_proj.weight"), ff, d)?,
                 down_proj: self.linear(&format!("{p}.mlp.down_proj.weight"), d, ff)?,
                 exact_gelu: c.activation == Activation::GeluExact,
+                precision: Precision::F32,
             },
         })
     }
@@ -467,6 +524,7 @@ impl Gemma {
             norm: b.norm("model.norm.weight", config.hidden_size)?,
             config: config.clone(),
             lm_head_f16: None,
+            precision: Precision::F32,
         })
     }
 
@@ -522,6 +580,12 @@ impl Gemma {
         let d = self.config.hidden_size;
         let flat = ids.reshape([b * t]);
         let e = self.embed_tokens.val().select(0, flat).reshape([b, t, d]);
+        // A frozen embedding may be stored in bf16 (see `with_precision`); the stream is f32.
+        let e = if e.dtype() == DType::F32 {
+            e
+        } else {
+            e.cast(DType::F32)
+        };
         e.mul_scalar((d as f32).sqrt())
     }
 
@@ -540,6 +604,36 @@ impl Gemma {
         self.norm.forward(x)
     }
 
+    /// Runs every matmul of this model — projections, attention core, LM head — in `precision`,
+    /// everything else in f32 (see [`crate::precision`]); outputs stay f32.
+    ///
+    /// The weights only matmuls read and nothing trains — the embedding and the projections'
+    /// weights that require no gradient — are stored in the matmul dtype (half the memory with
+    /// bf16; each use would cast them to it anyway). LoRA factors, norm gains and every weight
+    /// that requires a gradient stay f32: the masters the optimizer updates. A LoRA-adapted
+    /// weight composes `W + ΔW` in f32 and is cast at each use. Call it after freezing (or
+    /// attaching LoRA) so the frozen weights are known; on a device without autodiff nothing
+    /// trains. `F32` stores everything in f32 again. An error if the device's backend cannot
+    /// compute in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        precision.check_device(&self.embed_tokens.val().device())?;
+        self.precision = precision;
+        for layer in &mut self.layers {
+            layer.self_attn.precision = precision;
+            layer.mlp.precision = precision;
+        }
+        let mut store = StoreFrozen {
+            dtype: precision.matmul_dtype().unwrap_or(DType::F32),
+            path: Vec::new(),
+        };
+        Ok(self.map(&mut store))
+    }
+
+    /// The matmul precision ([`Precision::F32`] unless set by [`Gemma::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Keeps an f16 copy of the embedding and computes the LM head from it (inputs cast to f16,
     /// logits back to f32). On CPU the decode-time LM head is memory-bound, and halving the bytes
     /// read makes it ≈ 2.5× faster; logits then differ from f32 by ~1e-2, so this is an explicit
@@ -550,6 +644,9 @@ impl Gemma {
     }
 
     /// The tied LM head: `hidden · Eᵀ`, soft-capped if the config says so. `[B,T,hidden]` → `[B,T,vocab]`.
+    ///
+    /// The product runs in f16 with [`Gemma::with_f16_lm_head`] (which wins), else in the
+    /// model's [`Precision`]; the soft-cap and the logits are f32.
     pub fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let flat = hidden.reshape([b * t, d]);
@@ -558,7 +655,13 @@ impl Gemma {
                 .cast(DType::F16)
                 .matmul(e16.clone().transpose())
                 .cast(DType::F32),
-            None => flat.matmul(self.embed_tokens.val().transpose()),
+            None => match self.precision.matmul_dtype() {
+                None => flat.matmul(self.embed_tokens.val().transpose()),
+                Some(dtype) => flat
+                    .cast(dtype)
+                    .matmul(self.embed_tokens.val().cast(dtype).transpose())
+                    .cast(DType::F32),
+            },
         }
         .reshape([b, t, self.config.vocab_size]);
         match self.config.final_logit_softcapping {

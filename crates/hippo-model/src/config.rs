@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use hippo_gemma::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HippoError, Result};
@@ -114,6 +115,10 @@ pub struct HippoFormerConfig {
     pub fusion: bool,
     /// Seed of the module initialisation and of random salience.
     pub seed: u64,
+    /// Dtype of the base model's matmuls: `f32`, or `bf16` (mixed precision: matmuls in bf16,
+    /// the residual stream, norms, the HippoFormer modules, the loss, the parameters and the
+    /// optimizer state in f32; see `hippo_gemma::precision`). A device without bf16 is an error.
+    pub precision: Precision,
 }
 
 impl Default for HippoFormerConfig {
@@ -155,6 +160,7 @@ impl Default for HippoFormerConfig {
             drift: true,
             fusion: true,
             seed: 0,
+            precision: Precision::F32,
         }
     }
 }
@@ -270,6 +276,17 @@ impl HippoFormerConfig {
             return bad("target_salience must lie in [0, 1]".into());
         }
         Ok(())
+    }
+
+    /// Checks that `device` can compute in [`precision`](Self::precision) (a config error naming
+    /// the device otherwise).
+    pub fn validate_for_device(&self, device: &burn::tensor::Device) -> Result<()> {
+        self.precision
+            .check_device(device)
+            .map_err(|e| HippoError::Config {
+                origin: "config".into(),
+                message: e.to_string(),
+            })
     }
 
     /// Checks the width-dependent constraints once the base model's hidden size is known.

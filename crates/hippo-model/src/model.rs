@@ -109,6 +109,7 @@ impl HippoFormer {
         config.validate()?;
         let d = base.config().hidden_size;
         config.validate_for_width(d)?;
+        config.validate_for_device(device)?;
         let base = if config.use_lora {
             lora::apply(
                 base,
@@ -123,6 +124,8 @@ impl HippoFormer {
         } else {
             base
         };
+        // After freezing: the frozen matmul weights are stored in the matmul dtype.
+        let base = base.with_precision(config.precision)?;
         device.seed(config.seed);
         let gate = SalienceGateConfig::new(d)
             .with_n_heads(config.salience_n_heads)
