@@ -156,7 +156,10 @@ fn later_segments_begin_with_bos_and_every_target_is_scored_once() {
                     continue;
                 }
                 let logits = g
-                    .forward(g.ids_tensor(std::slice::from_ref(&ids), &device()).unwrap(), None)
+                    .forward(
+                        g.ids_tensor(std::slice::from_ref(&ids), &device()).unwrap(),
+                        None,
+                    )
                     .logits
                     .reshape([ids.len(), g.config().vocab_size])
                     .slice_dim(0, prefix..prefix + tgt.len());

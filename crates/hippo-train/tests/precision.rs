@@ -87,6 +87,7 @@ fn opts(dir: &Path) -> TrainOptions {
         epochs: None,
         lr: 3e-3,
         lora_lr_mult: 0.1,
+        drift_lr_mult: 0.01,
         warmup_ratio: 0.1,
         schedule: Schedule::Cosine,
         weight_decay: 0.01,
@@ -250,7 +251,8 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
         );
     }
     // The optimizer state (AdamW moments of every trainable parameter) is f32: the file has
-    // the size of the f32 run's (bf16 moments would halve it).
+    // about the size of the f32 run's (bf16 moments would halve it; the record's metadata
+    // varies by a few hundred bytes between runs, so sizes are compared within 5%).
     let size = |dir: &Path| {
         let ck = s.final_checkpoint.as_ref().unwrap().file_name().unwrap();
         std::fs::metadata(dir.join("checkpoints").join(ck).join(state::OPTIMIZER_FILE))
@@ -259,7 +261,7 @@ fn bf16_training_learns_like_f32_with_f32_masters_and_optimizer_state() {
     };
     let (fs, bs) = (size(a.path()), size(b.path()));
     assert!(
-        fs > 10_000 && fs == bs,
+        fs > 10_000 && (bs as f64 - fs as f64).abs() < 0.05 * fs as f64,
         "optimizer.bpk: f32 run {fs} B, bf16 run {bs} B"
     );
 }
