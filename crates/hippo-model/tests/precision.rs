@@ -4,80 +4,29 @@
 //! config field (TOML round trip, unknown values rejected).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use burn::module::Module;
-use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
-use hippo_gemma::{Gemma, Precision};
+use burn::tensor::DType;
+use hippo_gemma::Precision;
 use hippo_model::audit::{audit, open_for_audit};
 use hippo_model::{HippoFormer, HippoFormerConfig};
 
-fn device() -> Device {
-    Device::flex()
-}
+mod common;
 
-fn base() -> Gemma {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-gemma3");
-    hippo_gemma::load(dir.to_str().unwrap(), &device())
-        .unwrap()
-        .model
+use common::{base, device, stream, tensors, to_vec};
+
+/// Every configuration of the composed tests ([`common::configs`]), in bf16.
+fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
+    common::configs()
+        .into_iter()
+        .map(|(name, cfg)| (name, bf16(cfg)))
+        .collect()
 }
 
 fn bf16(cfg: HippoFormerConfig) -> HippoFormerConfig {
     HippoFormerConfig {
-        buffer_size: 16,
-        max_replay_rounds: 3,
-        lora_r: 4,
-        n_anchors: 8,
         precision: Precision::Bf16,
-        ..cfg
+        ..common::small(cfg)
     }
-}
-
-fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
-    let d = bf16(HippoFormerConfig::default());
-    let mut all = vec![("default", d.clone())];
-    all.extend(d.ablations());
-    all.push((
-        "no_lora",
-        HippoFormerConfig {
-            use_lora: false,
-            ..d
-        },
-    ));
-    all
-}
-
-fn stream(rows: usize, len: usize, seed: u32) -> Vec<Vec<u32>> {
-    (0..rows)
-        .map(|r| {
-            std::iter::once(2)
-                .chain((1..len).map(|i| (i as u32 * 37 + r as u32 * 101 + seed * 13) % 250 + 3))
-                .collect()
-        })
-        .collect()
-}
-
-fn tensors(rows: &[Vec<u32>], from: usize, to: usize) -> (Tensor<2, Int>, Tensor<2, Bool>) {
-    let b = rows.len();
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|s| s[from..to].iter().map(|&x| x as i64))
-        .collect();
-    (
-        Tensor::from_data(TensorData::new(flat, [b, to - from]), &device()),
-        Tensor::from_data(
-            TensorData::new(vec![true; b * (to - from)], [b, to - from]),
-            &device(),
-        ),
-    )
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

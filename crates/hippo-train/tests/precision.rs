@@ -4,104 +4,32 @@
 //! the precision, and an interrupted bf16 run resumes bit-identically.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
-use hippo_gemma::{Gemma, Precision};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use hippo_gemma::Precision;
 use hippo_model::checkpoint;
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::Schedule;
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
+use hippo_train::data::Split;
 use hippo_train::trainer::{self, TrainOptions, TrainSummary, state};
 
-/// The device RNG is process-global: one training at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn device() -> Device {
-    Device::flex()
-}
-
-fn base_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-gemma3")
-}
-
-fn base() -> Gemma {
-    hippo_gemma::load(base_dir().to_str().unwrap(), &device())
-        .unwrap()
-        .model
-}
-
-/// ASCII bytes as ids, BOS = 2 (the fixture's vocabulary is 256).
-struct Tiny;
-
-impl Tokenize for Tiny {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
-        Ok(std::iter::once(2)
-            .chain(text.bytes().map(|b| u32::from(b % 128)))
-            .collect())
-    }
-
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
-        Ok("tiny".into())
-    }
-}
-
-fn corpus(n: usize) -> Arc<TokenizedCorpus> {
-    let docs: Vec<Document> = (0..n)
-        .map(|i| Document {
-            id: format!("d{i}"),
-            title: String::new(),
-            text: "the cat sat on the mat. ".repeat(2 + i % 3),
-            source: "test".into(),
-            url: None,
-        })
-        .collect();
-    let mut c = TokenizedCorpus::build(&docs, &Tiny, "test", Split::Train).unwrap();
-    c.key = "test-train".into();
-    Arc::new(c)
-}
+use common::{base, base_dir, corpus, device, serial};
 
 fn config(precision: Precision) -> HippoFormerConfig {
     HippoFormerConfig {
-        buffer_size: 16,
-        max_replay_rounds: 3,
-        lora_r: 4,
-        n_anchors: 8,
         precision,
-        ..HippoFormerConfig::default()
+        ..common::config()
     }
 }
 
+/// The shared options, without validation.
 fn opts(dir: &Path) -> TrainOptions {
     TrainOptions {
-        seq_len: 16,
-        batch_size: 2,
-        grad_accum: 1,
-        max_steps: Some(12),
-        epochs: None,
-        lr: 3e-3,
-        lora_lr_mult: 0.1,
-        drift_lr_mult: 0.01,
-        warmup_ratio: 0.1,
-        schedule: Schedule::Cosine,
-        weight_decay: 0.01,
-        clip_norm: Some(1.0),
-        checkpoint_every: 0,
-        keep_last: 0,
-        valid_every: 0,
         valid_batches: 0,
-        seed: 7,
-        output_dir: dir.to_path_buf(),
-        resume: false,
-        log_every: 100,
-        stop_at_step: None,
-        extra_devices: Vec::new(),
+        ..common::opts(dir)
     }
 }
 
@@ -110,7 +38,7 @@ fn run(precision: Precision, o: &TrainOptions) -> (HippoFormer, TrainSummary) {
         base(),
         &base_dir(),
         config(precision),
-        corpus(8),
+        corpus(8, Split::Train),
         None,
         o,
         &device(),

@@ -3,105 +3,19 @@
 //! model checkpoint round trip and base fingerprint check.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use hippo_gemma::Gemma;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
+use hippo_train::data::Split;
 use hippo_train::trainer::{self, TrainError, TrainOptions, state};
 use hippo_train::{Schedule, StepMetrics};
 
-/// The device RNG (dropout, LoRA init) is process-global: run these tests one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn device() -> Device {
-    Device::flex()
-}
-
-fn base_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-gemma3")
-}
-
-fn base() -> Gemma {
-    hippo_gemma::load(base_dir().to_str().unwrap(), &device())
-        .unwrap()
-        .model
-}
-
-/// ASCII bytes as ids (< 128), BOS = 2: fits the fixture's vocabulary of 256.
-struct Tiny;
-
-impl Tokenize for Tiny {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
-        Ok(std::iter::once(2)
-            .chain(text.bytes().map(|b| u32::from(b % 128)))
-            .collect())
-    }
-
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
-        Ok("tiny".into())
-    }
-}
-
-fn corpus(n: usize, split: Split) -> Arc<TokenizedCorpus> {
-    let docs: Vec<Document> = (0..n)
-        .map(|i| Document {
-            id: format!("d{i}"),
-            title: String::new(),
-            text: "the cat sat on the mat. ".repeat(2 + i % 3),
-            source: "test".into(),
-            url: None,
-        })
-        .collect();
-    let mut c = TokenizedCorpus::build(&docs, &Tiny, "test", split).unwrap();
-    c.key = format!("test-{split:?}");
-    Arc::new(c)
-}
-
-fn config() -> HippoFormerConfig {
-    HippoFormerConfig {
-        buffer_size: 16,
-        max_replay_rounds: 3,
-        lora_r: 4,
-        n_anchors: 8,
-        ..HippoFormerConfig::default()
-    }
-}
-
-fn opts(dir: &Path) -> TrainOptions {
-    TrainOptions {
-        seq_len: 16,
-        batch_size: 2,
-        grad_accum: 1,
-        max_steps: Some(12),
-        epochs: None,
-        lr: 3e-3,
-        lora_lr_mult: 0.1,
-        drift_lr_mult: 0.01,
-        warmup_ratio: 0.1,
-        schedule: Schedule::Cosine,
-        weight_decay: 0.01,
-        clip_norm: Some(1.0),
-        checkpoint_every: 0,
-        keep_last: 0,
-        valid_every: 0,
-        valid_batches: 4,
-        seed: 7,
-        output_dir: dir.to_path_buf(),
-        resume: false,
-        log_every: 100,
-        stop_at_step: None,
-        extra_devices: Vec::new(),
-    }
-}
+use common::{base, base_dir, config, corpus, device, opts, serial};
 
 fn run(o: &TrainOptions) -> Result<(HippoFormer, trainer::TrainSummary), TrainError> {
     trainer::train_model(
