@@ -1,5 +1,8 @@
 //! The per-stream buffer state, passed in and out by the caller.
 
+use std::ops::Range;
+
+use burn::tensor::kind::Basic;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{MemoryError, PriorityBufferConfig};
@@ -90,6 +93,49 @@ impl MemoryState {
         let device = self.states.device();
         let rows = Tensor::<1, Bool>::from_data(burn::tensor::TensorData::new(flags, [b]), &device);
         self.reset_rows(rows)
+    }
+
+    /// The streams `rows` (a range of batch rows) as a state of their own, on `device`.
+    pub fn rows(&self, rows: Range<usize>, device: &Device) -> Self {
+        fn take<const D: usize, K: Basic>(
+            t: &Tensor<D, K>,
+            rows: &Range<usize>,
+            device: &Device,
+        ) -> Tensor<D, K> {
+            t.clone().slice_dim(0, rows.clone()).to_device(device)
+        }
+        Self {
+            states: take(&self.states, &rows, device),
+            priorities: take(&self.priorities, &rows, device),
+            ages: take(&self.ages, &rows, device),
+            valid: take(&self.valid, &rows, device),
+            accepted_writes: take(&self.accepted_writes, &rows, device),
+        }
+    }
+
+    /// The streams of `parts`, in order, joined into one state on `device` (the inverse of
+    /// splitting a state with [`MemoryState::rows`]).
+    pub fn cat(parts: &[Self], device: &Device) -> Self {
+        fn join<const D: usize, K: Basic>(
+            parts: &[MemoryState],
+            field: impl Fn(&MemoryState) -> &Tensor<D, K>,
+            device: &Device,
+        ) -> Tensor<D, K> {
+            Tensor::cat(
+                parts
+                    .iter()
+                    .map(|p| field(p).clone().to_device(device))
+                    .collect(),
+                0,
+            )
+        }
+        Self {
+            states: join(parts, |p| &p.states, device),
+            priorities: join(parts, |p| &p.priorities, device),
+            ages: join(parts, |p| &p.ages, device),
+            valid: join(parts, |p| &p.valid, device),
+            accepted_writes: join(parts, |p| &p.accepted_writes, device),
+        }
     }
 
     /// Effective priorities `P·d^age` `[B, M]`, 0 in empty slots.

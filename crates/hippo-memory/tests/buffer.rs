@@ -783,6 +783,30 @@ fn reset_rows_clears_only_the_selected_streams() {
 }
 
 #[test]
+fn rows_and_cat_split_and_rejoin_a_state_exactly() {
+    let device = device();
+    let buffer = small_buffer(6, 2, 1);
+    let state = filled_state(&buffer, 3, &device);
+    let first = state.rows(0..1, &device);
+    let rest = state.rows(1..3, &device);
+    assert_eq!((first.batch_size(), rest.batch_size()), (1, 2));
+    // Row 1 of the state is row 0 of `rest`.
+    assert_eq!(host(&rest.states)[..12], host(&state.states)[12..24]);
+    let joined = MemoryState::cat(&[first, rest], &device);
+    assert_eq!(host(&joined.states), host(&state.states));
+    assert_eq!(host(&joined.priorities), host(&state.priorities));
+    assert_eq!(host(&joined.ages), host(&state.ages));
+    assert_eq!(host_bool(&joined.valid), host_bool(&state.valid));
+    let counts = |s: &MemoryState| {
+        s.accepted_writes
+            .to_data()
+            .iter::<i64>()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&joined), counts(&state));
+}
+
+#[test]
 fn stats_report_entries_utilisation_and_accepted_writes_only() {
     let device = device();
     let buffer = small_buffer(3, 1, 1);

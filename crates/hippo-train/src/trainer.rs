@@ -481,78 +481,6 @@ fn shard_rows(b: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>
     (0..n).map(move |k| (k * b / n)..((k + 1) * b / n))
 }
 
-/// Rows `rows` of a memory state, moved to `device`.
-fn mem_rows(state: &MemoryState, rows: std::ops::Range<usize>, device: &Device) -> MemoryState {
-    MemoryState {
-        states: state
-            .states
-            .clone()
-            .slice_dim(0, rows.clone())
-            .to_device(device),
-        priorities: state
-            .priorities
-            .clone()
-            .slice_dim(0, rows.clone())
-            .to_device(device),
-        ages: state
-            .ages
-            .clone()
-            .slice_dim(0, rows.clone())
-            .to_device(device),
-        valid: state
-            .valid
-            .clone()
-            .slice_dim(0, rows.clone())
-            .to_device(device),
-        accepted_writes: state
-            .accepted_writes
-            .clone()
-            .slice_dim(0, rows)
-            .to_device(device),
-    }
-}
-
-/// Shards' memory states joined in row order on `device`.
-fn mem_cat(shards: &[MemoryState], device: &Device) -> MemoryState {
-    MemoryState {
-        states: Tensor::cat(
-            shards
-                .iter()
-                .map(|m| m.states.clone().to_device(device))
-                .collect(),
-            0,
-        ),
-        priorities: Tensor::cat(
-            shards
-                .iter()
-                .map(|m| m.priorities.clone().to_device(device))
-                .collect(),
-            0,
-        ),
-        ages: Tensor::cat(
-            shards
-                .iter()
-                .map(|m| m.ages.clone().to_device(device))
-                .collect(),
-            0,
-        ),
-        valid: Tensor::cat(
-            shards
-                .iter()
-                .map(|m| m.valid.clone().to_device(device))
-                .collect(),
-            0,
-        ),
-        accepted_writes: Tensor::cat(
-            shards
-                .iter()
-                .map(|m| m.accepted_writes.clone().to_device(device))
-                .collect(),
-            0,
-        ),
-    }
-}
-
 /// What one shard of a micro-batch produced.
 struct ShardOut {
     grads: GradientsParams,
@@ -779,7 +707,7 @@ pub fn train_model(
         tracing::info!(devices = ?devices, "data-parallel training");
         shard_rows(b, devices.len())
             .zip(&devices)
-            .map(|(r, d)| mem_rows(&mem, r, d))
+            .map(|(r, d)| mem.rows(r, d))
             .collect()
     } else {
         Vec::new()
@@ -965,7 +893,7 @@ pub fn train_model(
             break;
         }
         if devices.len() > 1 {
-            mem = mem_cat(&shard_mems, &ad);
+            mem = MemoryState::cat(&shard_mems, &ad);
         }
         let n = sums.micro as f64;
         let (grads, grad_norm) =
