@@ -2,28 +2,11 @@
 //! a small run writes a results.json that parses and a matching table; bad input exits 2.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use hippo_eval::EvalResults;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn xtask(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::xtask;
 
 #[test]
 fn eval_on_the_real_model_writes_results_that_parse() {

@@ -2,25 +2,9 @@
 //! code 2 and names the valid ones, before any model is loaded.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn xtask(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::xtask;
 
 #[test]
 fn an_unknown_precision_exits_with_code_2() {
@@ -28,7 +12,7 @@ fn an_unknown_precision_exits_with_code_2() {
     let out = tmp.path().join("run");
     let out = out.to_str().unwrap();
     let model = "tests/fixtures/tiny-gemma3";
-    let (code, err) = xtask(&[
+    let (code, _, err) = xtask(&[
         "train",
         "--model",
         model,
@@ -46,7 +30,7 @@ fn an_unknown_precision_exits_with_code_2() {
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "precision = \"half\"\n").unwrap();
     for cmd in ["train", "eval"] {
-        let (code, err) = xtask(&[
+        let (code, _, err) = xtask(&[
             cmd,
             "--model",
             model,

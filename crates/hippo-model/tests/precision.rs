@@ -7,7 +7,6 @@
 use burn::module::Module;
 use burn::tensor::DType;
 use hippo_gemma::Precision;
-use hippo_model::audit::{audit, open_for_audit};
 use hippo_model::{HippoFormer, HippoFormerConfig};
 
 mod common;
@@ -80,22 +79,7 @@ fn fresh_bf16_modules_give_the_bf16_base_logits_exactly() {
 
 #[test]
 fn causality_audit_passes_in_bf16_for_every_config() {
-    let rows = stream(2, 30, 1);
-    let (cids, cvalid) = tensors(&rows, 0, 10);
-    for (name, cfg) in configs() {
-        let model = HippoFormer::new(base(), cfg, &device()).unwrap();
-        let h = model.base.hidden_states(cids.clone(), None);
-        let model = open_for_audit(model, (h, cvalid.clone())).unwrap();
-        for cut in [4, 13, 21] {
-            let r = audit(&model, &rows, 10, cut, &device()).unwrap();
-            assert!(
-                r.passed,
-                "{name}, cut {cut}: past changed by {}",
-                r.max_abs_diff_past
-            );
-            assert!(r.max_abs_diff_future > 0.0, "{name}: no effect at all");
-        }
-    }
+    common::assert_causal_for_every(configs());
 }
 
 #[test]

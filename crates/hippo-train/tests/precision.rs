@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use hippo_gemma::Precision;
 use hippo_model::checkpoint;
 use hippo_model::{HippoFormer, HippoFormerConfig};
@@ -16,7 +16,7 @@ use hippo_train::trainer::{self, TrainOptions, TrainSummary, state};
 
 mod common;
 
-use common::{base, base_dir, corpus, device, serial};
+use common::{base, base_dir, corpus, device, logits, serial};
 
 fn config(precision: Precision) -> HippoFormerConfig {
     HippoFormerConfig {
@@ -74,23 +74,6 @@ fn params<M: Module>(m: &M) -> Vec<(String, DType, DType, Vec<f32>)> {
     };
     m.visit(&mut c);
     c.out
-}
-
-fn logits(m: &HippoFormer) -> Vec<f32> {
-    let m = m.valid();
-    let dev = device();
-    let ids: Vec<i64> = (0..24).map(|i| (i * 7 % 100) as i64 + 3).collect();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 12]), &dev);
-    let valid = Tensor::<2, Bool>::full([2, 12], true, &dev);
-    let state = m.empty_state(2, &dev);
-    let (_, state) = m.step(ids.clone(), valid.clone(), state).unwrap();
-    let out = m.forward(ids, valid, &state).unwrap();
-    assert_eq!(out.logits.dtype(), DType::F32);
-    out.logits
-        .to_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap()
 }
 
 fn mean(x: &[(usize, f64)]) -> f64 {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
 use hippo_train::data::Split;
@@ -15,7 +15,7 @@ use hippo_train::{Schedule, StepMetrics};
 
 mod common;
 
-use common::{base, base_dir, config, corpus, device, opts, serial};
+use common::{base, base_dir, config, corpus, device, logits, opts, serial};
 
 fn run(o: &TrainOptions) -> Result<(HippoFormer, trainer::TrainSummary), TrainError> {
     trainer::train_model(
@@ -354,23 +354,6 @@ fn a_failed_checkpoint_write_keeps_the_previous_one() {
         .collect();
     assert_eq!(steps, vec![2]);
     checkpoint::load(base(), &base_dir(), &root.join("step-00000002"), &device()).unwrap();
-}
-
-fn logits(m: &HippoFormer) -> Vec<f32> {
-    let m = m.valid();
-    let dev = device();
-    let ids: Vec<i64> = (0..24).map(|i| (i * 7 % 100) as i64 + 3).collect();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 12]), &dev);
-    let valid = Tensor::<2, Bool>::full([2, 12], true, &dev);
-    // Two segments: the second reads what the first wrote.
-    let state = m.empty_state(2, &dev);
-    let (_, state) = m.step(ids.clone(), valid.clone(), state).unwrap();
-    let out = m.forward(ids, valid, &state).unwrap();
-    out.logits
-        .to_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap()
 }
 
 #[test]

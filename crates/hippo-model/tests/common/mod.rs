@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::Gemma;
-use hippo_model::HippoFormerConfig;
+use hippo_model::audit::{audit, open_for_audit};
+use hippo_model::{HippoFormer, HippoFormerConfig};
 
 pub fn device() -> Device {
     Device::flex()
@@ -81,4 +82,28 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .unwrap()
+}
+
+/// The causality audit for each of `configs` (every path opened first): perturbing tokens after
+/// each cut leaves the logits before it bit-identical, and changes something after it.
+pub fn assert_causal_for_every(configs: Vec<(&'static str, HippoFormerConfig)>) {
+    let rows = stream(2, 30, 1);
+    let (cids, cvalid) = tensors(&rows, 0, 10);
+    for (name, cfg) in configs {
+        let model = HippoFormer::new(base(), cfg, &device()).unwrap();
+        let h = model.base.hidden_states(cids.clone(), None);
+        let model = open_for_audit(model, (h, cvalid.clone())).unwrap();
+        for cut in [4, 13, 21] {
+            let r = audit(&model, &rows, 10, cut, &device()).unwrap();
+            assert!(
+                r.passed,
+                "{name}, cut {cut}: past changed by {}",
+                r.max_abs_diff_past
+            );
+            assert!(
+                r.max_abs_diff_future > 0.0,
+                "{name}: perturbation had no effect at all"
+            );
+        }
+    }
 }

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use burn::tensor::Device;
+use burn::module::Module;
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use hippo_gemma::Gemma;
-use hippo_model::HippoFormerConfig;
+use hippo_model::{HippoFormer, HippoFormerConfig};
 use hippo_train::Schedule;
 use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
 use hippo_train::trainer::TrainOptions;
@@ -101,4 +102,23 @@ pub fn opts(dir: &Path) -> TrainOptions {
         stop_at_step: None,
         extra_devices: Vec::new(),
     }
+}
+
+/// The logits (always f32) of a fixed two-row segment read after the model has written that
+/// same segment once: the second reads what the first wrote.
+pub fn logits(m: &HippoFormer) -> Vec<f32> {
+    let m = m.valid();
+    let dev = device();
+    let ids: Vec<i64> = (0..24).map(|i| (i * 7 % 100) as i64 + 3).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 12]), &dev);
+    let valid = Tensor::<2, Bool>::full([2, 12], true, &dev);
+    let state = m.empty_state(2, &dev);
+    let (_, state) = m.step(ids.clone(), valid.clone(), state).unwrap();
+    let out = m.forward(ids, valid, &state).unwrap();
+    assert_eq!(out.logits.dtype(), DType::F32);
+    out.logits
+        .to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
