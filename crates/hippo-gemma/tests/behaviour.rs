@@ -13,17 +13,6 @@ use hippo_gemma::lora::{self, LoraSettings};
 use hippo_gemma::model::hf_tensor_specs;
 use hippo_gemma::{Gemma, GemmaError, GemmaFamily, SafetensorsWeights, WeightSource, load};
 
-fn tiny(dir: &str) -> Gemma {
-    load(fixtures().join(dir).to_str().unwrap(), &device())
-        .unwrap()
-        .model
-}
-
-fn reference_ids(dir: &str) -> Vec<u32> {
-    let r = json(&fixtures().join(dir).join("reference.json"));
-    ids_of(&r["input_ids"][1])
-}
-
 /// Decoding with the cache, first a prefill chunk then one token at a time, gives the logits of
 /// the full forward at every position — also past the sliding window (4 here, 24 tokens).
 fn check_cache(dir: &str, prefill: usize) {

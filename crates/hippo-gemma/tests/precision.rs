@@ -21,17 +21,6 @@ use hippo_gemma::{Gemma, Precision, load};
 
 const FIXTURES: [&str; 3] = ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"];
 
-fn tiny(dir: &str) -> Gemma {
-    load(fixtures().join(dir).to_str().unwrap(), &device())
-        .unwrap()
-        .model
-}
-
-fn reference_ids(dir: &str) -> Vec<u32> {
-    let r = json(&fixtures().join(dir).join("reference.json"));
-    ids_of(&r["input_ids"][1])
-}
-
 fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
 }

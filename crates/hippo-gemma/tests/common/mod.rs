@@ -14,6 +14,19 @@ pub fn device() -> Device {
     Device::flex()
 }
 
+/// The transformers fixture `dir` (e.g. `tiny-gemma3`).
+pub fn tiny(dir: &str) -> Gemma {
+    hippo_gemma::load(fixtures().join(dir).to_str().unwrap(), &device())
+        .unwrap()
+        .model
+}
+
+/// The second row of the fixture's reference input ids.
+pub fn reference_ids(dir: &str) -> Vec<u32> {
+    let r = json(&fixtures().join(dir).join("reference.json"));
+    ids_of(&r["input_ids"][1])
+}
+
 pub fn json(path: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
