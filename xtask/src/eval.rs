@@ -21,8 +21,20 @@ use hippo_eval::metrics::{MetricInputs, paper_metrics};
 use hippo_eval::results::{RESULTS_FORMAT, Seeds, utc_timestamp};
 use hippo_eval::{
     DocText, EvalError, EvalMetadata, EvalOptions, EvalResults, Progress, Scorer,
-    evaluate_long_context, evaluate_traced, smoothing_kernel, truncated,
+    evaluate_full_context, evaluate_long_context, evaluate_traced, evaluate_with_memory_off,
+    smoothing_kernel, truncated,
 };
+
+/// What the extra base scorer sees (`--context`).
+#[derive(Debug, Clone, Copy)]
+enum ExtraContext {
+    /// No extra scorer.
+    Segment,
+    /// Rolling windows of this many tokens.
+    Rolling(usize),
+    /// The whole document prefix.
+    Full,
+}
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, checkpoint};
 use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home, load_corpus};
@@ -49,7 +61,7 @@ pub struct EvalArgs {
     /// Corpus: wiki-sample, sotu, txt-dir:<path>, wikitext-raw:<dir>, wikitext-hf:<dir>.
     #[arg(long, default_value = "wiki-sample")]
     pub dataset: String,
-    /// Split: train, valid or test.
+    /// Split: train, valid, test, or all (every document of a corpus without its own split).
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Evaluate only the first N documents of the split.
@@ -58,15 +70,17 @@ pub struct EvalArgs {
     /// Segment length (default: the checkpoint's training segment length, else 512).
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// Also score the base model with rolling windows of this many tokens (> --seq-len): an
-    /// upper bound for what memory could recover.
+    /// Also score the base model with more context: `full` (the whole document prefix, through
+    /// its KV cache: the upper bound the long-range numbers measure the gap to) or a number of
+    /// tokens (> --seq-len) for rolling windows.
     #[arg(long)]
-    pub context: Option<usize>,
+    pub context: Option<String>,
     /// Documents read in parallel.
     #[arg(long, default_value_t = 2)]
     pub streams: usize,
-    /// First segment index counted as "late" for the long-range benefit.
-    #[arg(long, default_value_t = 2)]
+    /// First (0-based) segment index counted as "late" for the long-range numbers
+    /// (`long_range` in results.json) and the long-range benefit.
+    #[arg(long, alias = "segment-from", default_value_t = 3)]
     pub late_segment: usize,
     /// Evaluate a non-causal config anyway; every number is then labelled leaky.
     #[arg(long)]
@@ -255,14 +269,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--seq-len {seq_len} exceeds the model's max_position_embeddings {max_pos}"
         )));
     }
-    if let Some(c) = args.context
-        && (c <= seq_len || c > max_pos)
-    {
-        bail!(UsageError::new(format!(
-            "--context {c} must exceed the segment length {seq_len} and fit the model's \
-             max_position_embeddings {max_pos}"
-        )));
-    }
+    let context = match args.context.as_deref() {
+        None => ExtraContext::Segment,
+        Some("full") => ExtraContext::Full,
+        Some(c) => match c.parse::<usize>() {
+            Ok(c) if c > seq_len && c <= max_pos => ExtraContext::Rolling(c),
+            _ => bail!(UsageError::new(format!(
+                "--context {c}: expected `full` or a number of tokens that exceeds the segment \
+                 length {seq_len} and fits the model's max_position_embeddings {max_pos}"
+            ))),
+        },
+    };
     let tok_path = crate::tokenizer_path(args.tokenizer.as_deref(), &location, "pass --tokenizer")?;
     let tok = GemmaTokenizer::from_file(&tok_path)?;
     let home = default_home().map_err(data_err)?;
@@ -318,7 +335,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         allow_leaky: args.allow_leaky,
     };
     let t = Instant::now();
-    let (base_report, _) = evaluate_traced(
+    let (base_report, base_trace) = evaluate_traced(
         &Scorer::Base(&base),
         corpus.clone(),
         &opts,
@@ -332,21 +349,52 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         t.elapsed()
     );
     let t = Instant::now();
-    let (hippo_report, trace) = evaluate_traced(
-        &Scorer::Hippo(&model),
+    let [(hippo_report, trace), (off_report, off_trace)] = evaluate_with_memory_off(
+        &model,
         corpus.clone(),
         &opts,
         &device,
-        &mut reporter("hippoformer"),
+        &mut reporter("hippoformer + memory off"),
     )
     .map_err(eval_err)?;
     tracing::info!(
         token_ppl = hippo_report.token_ppl,
-        "hippoformer done in {:.1?}",
+        memory_off = off_report.token_ppl,
+        "hippoformer and memory off done in {:.1?}",
         t.elapsed()
     );
-    let long = match args.context {
-        Some(c) => {
+    let full = match context {
+        ExtraContext::Full => {
+            let t = Instant::now();
+            let (r, tr) = evaluate_full_context(
+                &base,
+                corpus.clone(),
+                &opts,
+                &device,
+                &mut reporter("full context"),
+            )
+            .map_err(eval_err)?;
+            tracing::info!(
+                token_ppl = r.token_ppl,
+                "full-context base done in {:.1?}",
+                t.elapsed()
+            );
+            Some((r, tr))
+        }
+        _ => None,
+    };
+    let long_range = hippo_eval::long_range(
+        &corpus,
+        &base_trace,
+        &trace,
+        &off_trace,
+        full.as_ref().map(|(_, t)| t),
+        args.late_segment,
+        args.noise_seed,
+    )
+    .map_err(eval_err)?;
+    let long = match context {
+        ExtraContext::Rolling(c) => {
             let t = Instant::now();
             let (r, _) = evaluate_long_context(
                 &base,
@@ -365,13 +413,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             );
             Some(r)
         }
-        None => None,
+        _ => None,
     };
     let texts = doc_texts(&spec, split, &home, &tok_path, &corpus);
     let kernel = smoothing_kernel(&model).map_err(eval_err)?;
     let metrics = paper_metrics(&MetricInputs {
         base: &base_report,
-        base_long: long.as_ref(),
+        base_long: long.as_ref().or(full.as_ref().map(|(r, _)| r)),
         hippo: &hippo_report,
         trace: &trace,
         texts: texts.as_deref(),
@@ -401,7 +449,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             max_docs: args.max_docs,
             seq_len,
             streams: args.streams,
-            context: args.context,
+            context: match context {
+                ExtraContext::Rolling(c) => Some(c),
+                _ => None,
+            },
             late_segment: args.late_segment,
             leaky: hippo_report.leaky,
             device: args.device.clone(),
@@ -410,6 +461,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         base: base_report,
         base_long_context: long,
         hippoformer: hippo_report,
+        memory_off: Some(off_report),
+        full_context: full.map(|(r, _)| r),
+        long_range: Some(long_range),
         metrics,
     };
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {

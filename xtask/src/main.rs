@@ -10,6 +10,7 @@ mod ablate;
 mod assets;
 mod audit;
 mod bench;
+mod calibrate;
 mod demo;
 mod device;
 mod eval;
@@ -39,6 +40,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Throughput benchmarks (matmul rate, Gemma forward and decode).
     Bench(bench::BenchArgs),
+    /// Set the memory's retrieval scale θ and mixture weight λ on held-out text (no backprop).
+    Calibrate(calibrate::CalibrateArgs),
     /// The main job: real Gemma-3-270M + real text; train briefly, evaluate base vs HippoFormer.
     Demo(demo::DemoArgs),
     /// Train HippoFormer on document streams (resumable).
@@ -205,6 +208,7 @@ fn main() -> ExitCode {
         Command::Assets(args) => assets::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Test(args) => test::run(args),
         Command::Train(args) => train::run(args),
         Command::Ablate(args) => ablate::run(args),

@@ -94,6 +94,10 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in --output-dir.
     #[arg(long)]
     pub resume: bool,
+    /// Start from this checkpoint's weights (e.g. one written by `cargo xtask calibrate`) as a
+    /// fresh run: step 0, new optimizer. Its config is used (so --config is not allowed).
+    #[arg(long, conflicts_with = "config")]
+    pub init_from: Option<PathBuf>,
     /// Stop this invocation after N steps (checkpointed) without changing the schedule.
     #[arg(long)]
     pub stop_at_step: Option<usize>,
@@ -140,9 +144,15 @@ fn classify(e: TrainError) -> anyhow::Error {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut devices = crate::device::parse_list(&args.device).map_err(usage)?;
     let device = devices.remove(0);
-    let mut cfg = match &args.config {
-        Some(p) => HippoFormerConfig::from_toml_file(p).map_err(usage)?,
-        None => HippoFormerConfig::default(),
+    let init_from = args
+        .init_from
+        .as_deref()
+        .map(crate::checkpoint_dir)
+        .transpose()?;
+    let mut cfg = match (&args.config, &init_from) {
+        (Some(p), _) => HippoFormerConfig::from_toml_file(p).map_err(usage)?,
+        (None, Some(d)) => hippo_model::checkpoint::read_config(d).map_err(usage)?,
+        (None, None) => HippoFormerConfig::default(),
     };
     if args.no_lora {
         cfg.use_lora = false;
@@ -179,6 +189,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         output_dir: args.output_dir.clone(),
         resume: args.resume,
+        init_from,
         log_every: 10,
         stop_at_step: args.stop_at_step,
         extra_devices: devices,

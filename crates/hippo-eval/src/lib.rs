@@ -30,7 +30,9 @@
 pub mod metrics;
 pub mod results;
 
+pub mod calibrate;
 pub mod figures;
+pub mod long_range;
 pub mod stats;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use hippo_train::data::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use long_range::{LongRange, LongRangeSubset, ScorerPpl, long_range};
 pub use metrics::{DocText, PaperMetrics};
 pub use results::{EvalMetadata, EvalResults};
 
@@ -269,6 +272,36 @@ pub fn evaluate_traced(
     device: &Device,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(PplReport, Trace)> {
+    let mut runs = evaluate_streams(scorer, false, corpus, opts, device, progress)?;
+    runs.pop()
+        .ok_or_else(|| EvalError::Inconsistent("no evaluation output".into()))
+}
+
+/// HippoFormer and the same model with memory off, from one pass: the memory-off logits reuse
+/// HippoFormer's base forward ([`HippoFormer::memory_off_logits`]), so both are scored on the
+/// identical segments for the price of one base pass (plus one LM head when a hidden-space
+/// fusion path exists). Returns `[hippoformer, memory_off]`; the memory-off trace carries the
+/// same salience and no buffer snapshots.
+pub fn evaluate_with_memory_off(
+    model: &HippoFormer,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[(PplReport, Trace); 2]> {
+    let runs = evaluate_streams(&Scorer::Hippo(model), true, corpus, opts, device, progress)?;
+    <[(PplReport, Trace); 2]>::try_from(runs)
+        .map_err(|_| EvalError::Inconsistent("expected two evaluation outputs".into()))
+}
+
+fn evaluate_streams(
+    scorer: &Scorer<'_>,
+    with_memory_off: bool,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(PplReport, Trace)>> {
     check_options(opts)?;
     let leaky = match scorer {
         Scorer::Hippo(m) => m.config.is_leaky(),
@@ -296,6 +329,7 @@ pub fn evaluate_traced(
         Scorer::Base(_) => (false, None),
     };
     let n_docs = corpus.docs.len();
+    let outputs = if with_memory_off { 2 } else { 1 };
     let mut trace = Trace {
         layout,
         nll: corpus
@@ -316,6 +350,12 @@ pub fn evaluate_traced(
             .collect(),
         end_of_document: vec![None; n_docs],
     };
+    let mut twin = with_memory_off.then(|| Trace {
+        layout,
+        nll: trace.nll.clone(),
+        salience: Vec::new(),
+        end_of_document: vec![None; n_docs],
+    });
     let tokens_total: usize = corpus
         .docs
         .iter()
@@ -326,7 +366,7 @@ pub fn evaluate_traced(
         let (ids, valid) = ids_tensor(&batch, device);
         let t = batch.seq_len();
         let (logits, salience) = match scorer {
-            Scorer::Base(g) => (g.forward(ids, None).logits, None),
+            Scorer::Base(g) => (vec![g.forward(ids, None).logits], None),
             Scorer::Hippo(m) => {
                 let resets: Vec<usize> = batch
                     .reset
@@ -345,12 +385,25 @@ pub fn evaluate_traced(
                 }
                 let out = m.forward(ids, valid, &s)?;
                 let sal = to_host_f32(out.salience.salience.clone())?;
+                let mut logits = vec![out.logits.clone()];
+                if with_memory_off {
+                    logits.push(m.memory_off_logits(&out));
+                }
                 let (s, _) = m.commit(s, &out)?;
                 state = Some(s);
-                (out.logits, Some(sal))
+                (logits, Some(sal))
             }
         };
-        let nll = token_nll(logits, &batch, device)?;
+        if logits.len() != outputs {
+            return Err(EvalError::Options(
+                "the memory-off twin needs a HippoFormer scorer".into(),
+            ));
+        }
+        let nll: Vec<Vec<f64>> = logits
+            .into_iter()
+            .map(|l| token_nll(l, &batch, device))
+            .collect::<Result<_>>()?;
+
         let mut ended: Vec<(usize, usize)> = Vec::new();
         for (r, doc) in batch.doc_index.iter().enumerate() {
             let Some(doc) = *doc else { continue };
@@ -381,7 +434,12 @@ pub fn evaluate_traced(
                         "target {j} of document {doc} lies past its end"
                     ))
                 })?;
-                *slot = nll[r * t + p];
+                *slot = nll[0][r * t + p];
+                if let (Some(tw), Some(x)) = (twin.as_mut(), nll.get(1))
+                    && let Some(slot) = tw.nll[doc].get_mut(j)
+                {
+                    *slot = x[r * t + p];
+                }
                 tokens_done += 1;
             }
             let n = corpus.docs[doc].tokens.len();
@@ -419,8 +477,12 @@ pub fn evaluate_traced(
             "target {j} of document {d} was never scored"
         )));
     }
-    let report = report_from_trace(&corpus, &trace, leaky);
-    Ok((report, trace))
+    let mut runs = vec![(report_from_trace(&corpus, &trace, leaky), trace)];
+    if let Some(mut tw) = twin {
+        tw.salience = runs[0].1.salience.clone();
+        runs.push((report_from_trace(&corpus, &tw, false), tw));
+    }
+    Ok(runs)
 }
 
 /// Scores the base model on the same targets as [`evaluate`] with segments of `opts.seq_len`,
@@ -471,6 +533,76 @@ pub fn evaluate_long_context(
         let s = hippo_gemma::score::score_ids(base, &d.tokens, context, l, device)?;
         tokens_done += s.nll.len();
         trace.nll.push(s.nll);
+        progress(Progress {
+            tokens_done,
+            tokens_total,
+        });
+    }
+    Ok((report_from_trace(&corpus, &trace, false), trace))
+}
+
+/// Scores the base model with the **whole document prefix** in context: each document is read
+/// in chunks of `opts.seq_len` tokens through the base's KV cache, so target `j` is predicted from
+/// document tokens `0..=j` (the upper bound memory of earlier segments tries to reach; Gemma's
+/// sliding-window layers still see only their window, as in transformers). The report's segment
+/// and position breakdowns use the segments of [`evaluate`], so they compare target by target.
+/// A document longer than the model's `max_position_embeddings` is an error.
+pub fn evaluate_full_context(
+    base: &Gemma,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(PplReport, Trace)> {
+    check_options(opts)?;
+    let l = opts.seq_len;
+    let corpus = truncated(corpus, opts.max_docs);
+    let max_pos = base.config().max_position_embeddings;
+    if let Some(d) = corpus.docs.iter().find(|d| d.tokens.len() > max_pos) {
+        return Err(EvalError::Options(format!(
+            "document {} has {} tokens, more than the model's max_position_embeddings ({max_pos}); \
+             the full-context base cannot read it whole",
+            d.id,
+            d.tokens.len()
+        )));
+    }
+    let tokens_total: usize = corpus
+        .docs
+        .iter()
+        .map(|d| d.tokens.len().saturating_sub(1))
+        .sum();
+    let mut tokens_done = 0;
+    let mut trace = Trace {
+        layout: SegmentLayout::with_bos(l, base.config().bos_token_id),
+        nll: Vec::with_capacity(corpus.docs.len()),
+        salience: vec![Vec::new(); corpus.docs.len()],
+        end_of_document: vec![None; corpus.docs.len()],
+    };
+    for d in &corpus.docs {
+        let n = d.tokens.len();
+        let mut nll = Vec::with_capacity(n.saturating_sub(1));
+        let mut cache = base.new_cache();
+        let mut a = 0;
+        while a + 1 < n {
+            let b = (a + l).min(n - 1); // inputs a..b predict targets a+1..=b
+            let x = base.ids_tensor(&[d.tokens[a..b].to_vec()], device)?;
+            let logits = base
+                .forward(x, Some(&mut cache))
+                .logits
+                .reshape([b - a, base.config().vocab_size]);
+            let lp = hippo_gemma::score::target_log_probs(logits, &d.tokens[a + 1..=b], device);
+            if lp.len() != b - a {
+                return Err(EvalError::Readback(format!(
+                    "{} log-probabilities for {} targets",
+                    lp.len(),
+                    b - a
+                )));
+            }
+            nll.extend(lp.into_iter().map(|x| -x));
+            tokens_done += b - a;
+            a = b;
+        }
+        trace.nll.push(nll);
         progress(Progress {
             tokens_done,
             tokens_total,

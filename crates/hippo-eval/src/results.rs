@@ -8,7 +8,9 @@ use std::path::Path;
 use hippo_model::HippoFormerConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::long_range::{LongRange, LongRangeSubset};
 use crate::metrics::PaperMetrics;
+use crate::stats::Interval;
 use crate::{EvalError, PplReport, Result};
 
 /// Version of the `results.json` layout.
@@ -82,6 +84,16 @@ pub struct EvalResults {
     pub base_long_context: Option<PplReport>,
     /// HippoFormer, memory carried across each document's segments.
     pub hippoformer: PplReport,
+    /// The same checkpoint with memory off, on the identical segments (memory's own share is
+    /// `hippoformer` against this).
+    #[serde(default)]
+    pub memory_off: Option<PplReport>,
+    /// The base with the whole document prefix in context (`--context full`).
+    #[serde(default)]
+    pub full_context: Option<PplReport>,
+    /// Late-segment numbers of long documents (see [`crate::long_range`]).
+    #[serde(default)]
+    pub long_range: Option<LongRange>,
     /// The paper's metrics.
     pub metrics: PaperMetrics,
 }
@@ -173,11 +185,21 @@ impl EvalResults {
         if let (Some(r), Some(c)) = (&self.base_long_context, m.context) {
             rows.push(("base, long context (upper bound)".into(), c.to_string(), r));
         }
+        if let Some(r) = &self.full_context {
+            rows.push((
+                "base, full document prefix (upper bound)".into(),
+                "full".into(),
+                r,
+            ));
+        }
         rows.push((
             format!("hippoformer{leak}"),
             format!("{} + memory", m.seq_len),
             &self.hippoformer,
         ));
+        if let Some(r) = &self.memory_off {
+            rows.push(("hippoformer, memory off".into(), m.seq_len.to_string(), r));
+        }
         for (name, ctx, r) in &rows {
             let _ = writeln!(
                 s,
@@ -208,6 +230,9 @@ impl EvalResults {
             }
             let d = b.zip(h).map(|(b, h)| b - h);
             let _ = writeln!(s, " {} | {} |", opt(h, 4), opt(d, 4));
+        }
+        if let Some(lr) = &self.long_range {
+            long_range_markdown(&mut s, lr, leak);
         }
         let x = &self.metrics;
         let _ = writeln!(
@@ -288,6 +313,54 @@ impl EvalResults {
         );
         s
     }
+}
+
+fn interval(x: &Option<Interval>, pct: bool) -> String {
+    match x {
+        Some(i) if pct => format!(
+            "{:+.2}% [{:+.2}%, {:+.2}%]",
+            100.0 * i.mean,
+            100.0 * i.lo,
+            100.0 * i.hi
+        ),
+        Some(i) => format!("{:+.3} [{:+.3}, {:+.3}]", i.mean, i.lo, i.hi),
+        None => "–".into(),
+    }
+}
+
+fn long_range_markdown(s: &mut String, lr: &LongRange, leak: &str) {
+    let _ = writeln!(
+        s,
+        "\n## Long range{leak}: segments ≥ {} (0-based) of {}-token segments\n\n\
+         Intervals: {:.0} % percentile bootstrap over documents ({} resamples). memory gain = \
+         1 − ppl(hippoformer)/ppl(memory off); gap closed = (NLL base − NLL hippoformer)/(NLL base \
+         − NLL full context). Far-copyable: targets that occur earlier in the document but not in \
+         the segment being read.\n",
+        lr.segment_from,
+        lr.seq_len,
+        lr.level * 100.0,
+        lr.resamples
+    );
+    s.push_str(
+        "| targets | documents | tokens | base | full context | hippoformer | memory off | memory gain | gap closed |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let row = |s: &mut String, name: &str, x: &LongRangeSubset| {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} |",
+            x.documents,
+            x.tokens,
+            x.ppl.base,
+            opt(x.ppl.full_context, 3),
+            x.ppl.hippoformer,
+            x.ppl.memory_off,
+            interval(&x.memory_gain, true),
+            interval(&x.gap_closed, true)
+        );
+    };
+    row(s, "all late", &lr.all);
+    row(s, "far-copyable", &lr.far_copyable);
 }
 
 /// The current time as RFC 3339 UTC (`2026-11-25T21:53:50Z`).

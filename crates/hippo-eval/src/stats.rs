@@ -11,7 +11,7 @@
 //! | [`paired_t_test`] | `scipy.stats.ttest_rel(a, b)` (two-sided) |
 //! | [`wilcoxon_signed_rank`] | `scipy.stats.wilcoxon(a, b)` with its defaults (`zero_method="wilcox"`, `correction=False`, `method="auto"`, two-sided), scipy 1.17 |
 //! | [`holm`] | `statsmodels.stats.multitest.multipletests(p, method="holm")[1]` |
-//! | [`bootstrap_mean_ci`], [`paired_bootstrap`] | percentile bootstrap (Efron & Tibshirani 1993, ch. 13), seeded |
+//! | [`bootstrap_mean_ci`], [`paired_bootstrap`], [`bootstrap_statistic`] | percentile bootstrap (Efron & Tibshirani 1993, ch. 13), seeded |
 //!
 //! # Random numbers
 //! The bootstraps draw indices with [`rand::rngs::StdRng`] (ChaCha12 in rand 0.9) seeded by
@@ -273,6 +273,49 @@ pub fn bootstrap_mean_ci(
         level,
         m,
     ))
+}
+
+/// Percentile bootstrap interval of any statistic of `n` units resampled together (e.g. a ratio
+/// of sums over documents, where every scorer's numbers of one document move as a pair).
+///
+/// `stat(counts)` gets how often each unit was drawn (`counts[i]`, summing to `n`) and returns the
+/// statistic of that resample; `mean` is `stat` of the sample itself (every count 1). Index draws
+/// as in [`bootstrap_mean_ci`] (same seed ⇒ same draws). Resamples whose statistic is not finite
+/// (e.g. a zero denominator) are dropped; none left is [`StatsError::TooFew`]. Needs n ≥ 2.
+pub fn bootstrap_statistic(
+    n: usize,
+    stat: impl Fn(&[f64]) -> f64,
+    level: f64,
+    resamples: usize,
+    seed: u64,
+) -> Result<Interval> {
+    check_min("bootstrap", n, 2)?;
+    check_level(level)?;
+    if resamples == 0 {
+        return Err(StatsError::NoResamples);
+    }
+    let m = stat(&vec![1.0; n]);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut counts = vec![0.0; n];
+    let mut draws = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        counts.iter_mut().for_each(|c| *c = 0.0);
+        for _ in 0..n {
+            counts[rng.random_range(0..n)] += 1.0;
+        }
+        let v = stat(&counts);
+        if v.is_finite() {
+            draws.push(v);
+        }
+    }
+    if draws.is_empty() {
+        return Err(StatsError::TooFew {
+            what: "bootstrap (finite resampled statistics)",
+            needed: 1,
+            found: 0,
+        });
+    }
+    Ok(percentile_interval(draws, level, m))
 }
 
 /// Paired bootstrap of `mean(a − b)`: interval and two-sided p-value.

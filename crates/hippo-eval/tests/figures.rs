@@ -217,6 +217,7 @@ fn training_curves_from_the_trainers_metrics_file() {
             sparsity: 0.6,
             memory_util: 0.1,
             drift_reg: 0.01,
+            usefulness: 0.69,
             mean_salience: 0.3 + 0.005 * s,
             tagged_ratio: 0.2,
             buffer_util: (s / 30.0).min(1.0),

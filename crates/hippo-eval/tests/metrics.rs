@@ -130,6 +130,7 @@ fn buffer_priority_equals_a_hand_computation() {
             &device,
         ),
         accepted_writes: Tensor::<1, Int>::zeros([2], &device),
+        next_tokens: Tensor::<2, Int>::full([2, 4], hippo_memory::NO_NEXT_TOKEN, &device),
     };
     let decay = 0.5;
     let eff: Vec<f64> = state

@@ -9,8 +9,8 @@ use burn::tensor::Device;
 use hippo_eval::metrics::{MetricInputs, paper_metrics};
 use hippo_eval::results::{RESULTS_FORMAT, Seeds};
 use hippo_eval::{
-    DocText, EvalMetadata, EvalOptions, EvalResults, Scorer, evaluate_long_context,
-    evaluate_traced, smoothing_kernel,
+    DocText, EvalMetadata, EvalOptions, EvalResults, Scorer, evaluate_full_context,
+    evaluate_long_context, evaluate_traced, evaluate_with_memory_off, smoothing_kernel,
 };
 use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
 use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
@@ -76,11 +76,16 @@ fn run(cfg: HippoFormerConfig, allow_leaky: bool) -> EvalResults {
         allow_leaky,
     };
     let c = corpus();
-    let (base, _) =
-        evaluate_traced(&Scorer::Base(&g), c.clone(), &opts, &device, &mut |_| {}).unwrap();
     let (long, _) = evaluate_long_context(&g, c.clone(), &opts, 24, &device, &mut |_| {}).unwrap();
-    let (hippo, trace) =
-        evaluate_traced(&Scorer::Hippo(&m), c.clone(), &opts, &device, &mut |_| {}).unwrap();
+    let (base, base_trace) =
+        evaluate_traced(&Scorer::Base(&g), c.clone(), &opts, &device, &mut |_| {}).unwrap();
+    let [(hippo, trace), (off, off_trace)] =
+        evaluate_with_memory_off(&m, c.clone(), &opts, &device, &mut |_| {}).unwrap();
+    let (full, full_trace) =
+        evaluate_full_context(&g, c.clone(), &opts, &device, &mut |_| {}).unwrap();
+    let long_range =
+        hippo_eval::long_range(&c, &base_trace, &trace, &off_trace, Some(&full_trace), 2, 3)
+            .unwrap();
     let kernel = smoothing_kernel(&m).unwrap();
     let texts = texts();
     let metrics = paper_metrics(&MetricInputs {
@@ -124,6 +129,9 @@ fn run(cfg: HippoFormerConfig, allow_leaky: bool) -> EvalResults {
         base,
         base_long_context: Some(long),
         hippoformer: hippo,
+        memory_off: Some(off),
+        full_context: Some(full),
+        long_range: Some(long_range),
         metrics,
     }
 }
@@ -149,6 +157,15 @@ fn results_round_trip_into_the_identical_table() {
     assert!(cf.content_words > 0 && cf.function_words > 0);
     assert!(r.metrics.temporal_coherence.salience_lag1.is_some());
     assert!(r.metrics.long_context_benefit.is_some());
+    // The long-range object: an untrained model equals memory off, so memory's gain is 0 up to
+    // float noise; the full-context base is scored on the same late targets.
+    let long = r.long_range.as_ref().unwrap();
+    assert_eq!(long.segment_from, 2);
+    assert!(long.all.tokens > 0 && long.all.documents > 0, "{long:?}");
+    let gain = long.all.memory_gain.unwrap();
+    assert!(gain.mean.abs() < 1e-6, "{gain:?}");
+    assert!(long.all.ppl.full_context.is_some());
+    assert!(long.far_copyable.tokens <= long.all.tokens);
 
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("results.json");
@@ -169,6 +186,10 @@ fn results_round_trip_into_the_identical_table() {
         "base, long context (upper bound) | 24 |",
         "hippoformer | 8 + memory |",
         "long-range benefit",
+        "base, full document prefix (upper bound) | full |",
+        "hippoformer, memory off | 8 |",
+        "## Long range: segments ≥ 2",
+        "| far-copyable |",
         "content/function salience ratio",
         "buffer priority",
         "temporal coherence",

@@ -77,6 +77,7 @@ fn fresh(state: &MemoryState) -> MemoryState {
         ages: Tensor::from_data(state.ages.to_data(), &device),
         valid: Tensor::from_data(state.valid.to_data(), &device),
         accepted_writes: Tensor::from_data(state.accepted_writes.to_data(), &device),
+        next_tokens: Tensor::from_data(state.next_tokens.to_data(), &device),
     }
 }
 

@@ -1,12 +1,12 @@
 //! The priority buffer module: batched write, multi-round replay, ageing and statistics.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, activation};
 use serde::Serialize;
 
-use crate::config::MemoryError;
-use crate::state::MemoryState;
+use crate::config::{MemoryError, Scoring};
+use crate::state::{MemoryState, NO_NEXT_TOKEN};
 
 /// Logit given to entries excluded from a replay round before the softmax; their weight is then
 /// set to exactly 0 after it (so a fully excluded row gives zeros, not NaN).
@@ -37,6 +37,96 @@ pub struct PriorityBuffer {
     pub priority_threshold: f64,
     /// Replay softmax temperature `τ`.
     pub temperature: f64,
+    /// How queries are compared with keys.
+    #[module(skip)]
+    pub scoring: Scoring,
+    /// `ln θ`, the learned log score scale (`θ` multiplies the similarity).
+    pub log_score_scale: Param<Tensor<1>>,
+}
+
+/// What one replay retrieved for every query position, before any value is read.
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    /// Replay weights `a_{t,m} = Σ_r c_r α^r_{t,m}` `[B, T, M]` (0 for excluded entries; they
+    /// sum to at most 1 over `m`, to less when a later round found every entry excluded).
+    pub weights: Tensor<3>,
+    /// The largest similarity (cosine, or `q·k/√D`) over the entries eligible in round 0,
+    /// `[B, T]` (0 where none is eligible).
+    pub best_similarity: Tensor<2>,
+    /// Whether any entry was eligible for position `t` `[B, T]`.
+    pub any: Tensor<2, Bool>,
+}
+
+impl Retrieval {
+    /// The weights renormalised over the entries that carry a next token, `[B, T, M]`: each row
+    /// sums to 1 where [`Retrieval::any`] holds and such an entry got weight, and is 0 elsewhere.
+    /// These are the weights of the next-token distribution `p_mem(w) = Σ_m ŵ_{t,m}·1[y_m = w]`.
+    pub fn next_token_weights(&self, state: &MemoryState) -> Tensor<3> {
+        let [b, _, m] = self.weights.dims();
+        let known = state
+            .next_tokens
+            .clone()
+            .greater_equal_elem(0)
+            .float()
+            .reshape([b, 1, m]);
+        let w = self.weights.clone().mul(known);
+        let total = w.clone().sum_dim(2); // [B, T, 1]
+        let empty = total.clone().lower_equal_elem(0.0);
+        w.div(total.mask_fill(empty.clone(), 1.0))
+            .mask_fill(empty.expand(self.weights.dims()), 0.0)
+    }
+}
+
+/// `p_mem` of each entry's own next token, `[B, T, M]`: `Σ_{m'} ŵ_{t,m'}·1[y_{m'} = y_m]`, with
+/// `ŵ` = [`Retrieval::next_token_weights`] (0 for entries without a next token), and `[B, M]`
+/// marking the first entry (in slot order) of each distinct next token of a row, so that a sum
+/// over entries can visit each token once.
+pub fn next_token_mass(weights: Tensor<3>, state: &MemoryState) -> (Tensor<3>, Tensor<2, Bool>) {
+    let [b, m] = state.next_tokens.dims();
+    let y = state.next_tokens.clone();
+    let known = y.clone().greater_equal_elem(0);
+    let same = y
+        .clone()
+        .reshape([b, m, 1])
+        .expand([b, m, m])
+        .equal(y.reshape([b, 1, m]).expand([b, m, m]))
+        .bool_and(known.clone().reshape([b, m, 1]).expand([b, m, m]))
+        .bool_and(known.clone().reshape([b, 1, m]).expand([b, m, m]));
+    // mass[t, m] = Σ_{m'} w[t, m'] · same[m', m]   (same is symmetric)
+    let mass = weights.matmul(same.clone().float());
+    // An earlier entry with the same token: strictly lower triangle of `same` (row m, col m' < m).
+    let earlier = same
+        .int()
+        .mul(
+            Tensor::<2, Int>::ones([m, m], &state.next_tokens.device())
+                .tril(-1)
+                .reshape([1, m, m]),
+        )
+        .sum_dim(2)
+        .reshape([b, m])
+        .greater_elem(0);
+    (mass, known.bool_and(earlier.bool_not()))
+}
+
+/// The dense next-token distribution `p_mem` `[B, T, V]` of a retrieval: for every position,
+/// the renormalised replay weights ([`Retrieval::next_token_weights`]) summed per stored next
+/// token. Rows sum to 1 where an entry with a next token was eligible and are 0 elsewhere.
+/// (HippoFormer's mixture works on the sparse form, [`next_token_mass`]; this is the definition,
+/// for users and tests.)
+pub fn next_token_distribution(
+    retrieval: &Retrieval,
+    state: &MemoryState,
+    vocab: usize,
+) -> Tensor<3> {
+    let [b, t, m] = retrieval.weights.dims();
+    let w = retrieval.next_token_weights(state);
+    let idx = state
+        .next_tokens
+        .clone()
+        .clamp_min(0)
+        .reshape([b, 1, m])
+        .expand([b, t, m]);
+    Tensor::<3>::zeros([b, t, vocab], &w.device()).scatter(2, idx, w, IndexingUpdateOp::Add)
 }
 
 /// What a write did.
@@ -130,6 +220,23 @@ impl PriorityBuffer {
         importance: Tensor<2>,
         mask: Tensor<2, Bool>,
     ) -> Result<(MemoryState, WriteOutcome), MemoryError> {
+        let [b, t] = importance.dims();
+        let next = Tensor::<2, Int>::full([b, t], NO_NEXT_TOKEN, &importance.device());
+        self.write_with_next(state, states, next, importance, mask)
+    }
+
+    /// [`write`](Self::write) that also stores, with each accepted state, the token that followed
+    /// it in its document (`next_tokens [B, T]`, [`NO_NEXT_TOKEN`] where unknown). The caller
+    /// passes only next tokens it has already read: writing a segment after reading it, the next
+    /// token of position `t` is the input at `t + 1` of the same segment.
+    pub fn write_with_next(
+        &self,
+        state: MemoryState,
+        states: Tensor<3>,
+        next_tokens: Tensor<2, Int>,
+        importance: Tensor<2>,
+        mask: Tensor<2, Bool>,
+    ) -> Result<(MemoryState, WriteOutcome), MemoryError> {
         let [b, m, d] = self.check_state(&state, "PriorityBuffer::write state")?;
         let [bs, t, ds] = states.dims();
         if bs != b || ds != d {
@@ -151,6 +258,13 @@ impl PriorityBuffer {
                 "PriorityBuffer::write mask",
                 &[b, t],
                 &mask.dims(),
+            ));
+        }
+        if next_tokens.dims() != [b, t] {
+            return Err(shape_err(
+                "PriorityBuffer::write next_tokens",
+                &[b, t],
+                &next_tokens.dims(),
             ));
         }
         tracing::trace!(
@@ -218,14 +332,18 @@ impl PriorityBuffer {
         // exactly as the rule above says. Only these rows are moved.
         let slots = filled.clone().reshape([b * m]).argwhere();
         let [moved, _] = slots.dims();
-        let (states_out, priorities_out) = if moved == 0 {
-            (state.states, state.priorities)
+        let (states_out, priorities_out, next_out) = if moved == 0 {
+            (state.states, state.priorities, state.next_tokens)
         } else {
             let slots = slots.reshape([moved]);
-            let (rows, priority) = if moved == b * t {
+            let (rows, priority, next) = if moved == b * t {
                 // Every token is accepted (e.g. while the buffer fills): the tokens are the rows
                 // in order, so no gather is needed.
-                (states.reshape([b * t, d]), importance.reshape([b * t]))
+                (
+                    states.reshape([b * t, d]),
+                    importance.reshape([b * t]),
+                    next_tokens.reshape([b * t]),
+                )
             } else {
                 let tokens = accepted
                     .clone()
@@ -234,7 +352,8 @@ impl PriorityBuffer {
                     .reshape([moved]);
                 (
                     states.reshape([b * t, d]).select(0, tokens.clone()),
-                    importance.reshape([b * t]).select(0, tokens),
+                    importance.reshape([b * t]).select(0, tokens.clone()),
+                    next_tokens.reshape([b * t]).select(0, tokens),
                 )
             };
             (
@@ -246,7 +365,12 @@ impl PriorityBuffer {
                 state
                     .priorities
                     .reshape([b * m])
-                    .select_assign(0, slots, priority, IndexingUpdateOp::Assign)
+                    .select_assign(0, slots.clone(), priority, IndexingUpdateOp::Assign)
+                    .reshape([b, m]),
+                state
+                    .next_tokens
+                    .reshape([b * m])
+                    .select_assign(0, slots, next, IndexingUpdateOp::Assign)
                     .reshape([b, m]),
             )
         };
@@ -258,6 +382,7 @@ impl PriorityBuffer {
             ages: state.ages.mask_fill(filled.clone(), 0.0),
             valid: keep_old.bool_or(filled.clone()),
             accepted_writes: state.accepted_writes + n_accepted.clone(),
+            next_tokens: next_out,
         };
         let outcome = WriteOutcome {
             accepted,
@@ -268,12 +393,19 @@ impl PriorityBuffer {
         Ok((new_state, outcome))
     }
 
+    /// The score scale `θ = exp(ln θ)` `[1]`.
+    pub fn score_scale(&self) -> Tensor<1> {
+        self.log_score_scale.val().exp()
+    }
+
     /// Replays the buffer for every query position: `[B, T, D] → [B, T, D]`.
     ///
     /// Exactly the rule of the crate documentation: `R` rounds of priority-weighted attention
-    /// (`logit = (q·k/√D + ln eff)/τ`, entries with `eff ≤ θ` excluded), working ages growing by
-    /// the retrieval weights within the call, rounds combined with weights `d^r / Σ d^r'`, then
-    /// the consolidation projection. The state is not modified. An empty buffer gives zeros.
+    /// (`logit = (θ·sim(q, k) + ln eff)/τ`, entries with `eff ≤ θ_p` excluded), working ages
+    /// growing by the retrieval weights within the call, rounds combined with weights
+    /// `d^r / Σ d^r'`, then the value and consolidation projections. The state is not modified.
+    /// An empty buffer gives zeros. Equal to [`read`](Self::read) of
+    /// [`retrieve`](Self::retrieve) over the stored states.
     ///
     /// # Shapes
     ///
@@ -283,6 +415,30 @@ impl PriorityBuffer {
         queries: Tensor<3>,
         state: &MemoryState,
     ) -> Result<Tensor<3>, MemoryError> {
+        let retrieval = self.retrieve(queries, state)?;
+        Ok(self.read(&retrieval, state.states.clone()))
+    }
+
+    /// The value read for a retrieval: `W_c Σ_m a_{t,m}·(W_v v_m)` `[B, T, D]`, for values
+    /// `v [B, M, D]` (the stored states, or anything else stored per slot, e.g. the embeddings
+    /// of the stored next tokens).
+    pub fn read(&self, retrieval: &Retrieval, values: Tensor<3>) -> Tensor<3> {
+        let v = self.value_proj.forward(values);
+        self.consolidation_proj
+            .forward(retrieval.weights.clone().matmul(v))
+    }
+
+    /// The replay weights of every query position over the slots (see [`Retrieval`]); the
+    /// multi-round rule of the crate documentation without the value read.
+    ///
+    /// # Shapes
+    ///
+    /// * `queries`: `[B, T, D]`, `state`: `[B, M, D]` → weights `[B, T, M]`
+    pub fn retrieve(
+        &self,
+        queries: Tensor<3>,
+        state: &MemoryState,
+    ) -> Result<Retrieval, MemoryError> {
         let [b, m, d] = self.check_state(state, "PriorityBuffer::replay state")?;
         let [bq, t, dq] = queries.dims();
         if bq != b || dq != d {
@@ -301,7 +457,11 @@ impl PriorityBuffer {
         );
         let device = queries.device();
         if t == 0 {
-            return Ok(Tensor::zeros([b, 0, d], &device));
+            return Ok(Retrieval {
+                weights: Tensor::zeros([b, 0, m], &device),
+                best_similarity: Tensor::zeros([b, 0], &device),
+                any: Tensor::<2, Bool>::full([b, 0], false, &device),
+            });
         }
         let inv_temp = 1.0 / self.temperature;
         let ln_decay = self.decay_rate.ln();
@@ -309,17 +469,38 @@ impl PriorityBuffer {
 
         let q = self.query_proj.forward(queries);
         let k = self.key_proj.forward(state.states.clone());
-        let v = self.value_proj.forward(state.states.clone());
-        // (q·k/√D)/τ, [B, T, M].
-        let scores = q
-            .matmul(k.swap_dims(1, 2))
-            .mul_scalar(inv_temp / (d as f64).sqrt());
+        // The similarity of every query with every key, [B, T, M].
+        let similarity = match self.scoring {
+            Scoring::ScaledDot => q.matmul(k.swap_dims(1, 2)).div_scalar((d as f64).sqrt()),
+            Scoring::Cosine => {
+                let unit = |x: Tensor<3>| {
+                    // Clamp before the root: √ has an infinite slope at 0 (empty slots hold zeros).
+                    let n = x.clone().powi_scalar(2).sum_dim(2).clamp_min(1e-12).sqrt();
+                    x.div(n)
+                };
+                unit(q).matmul(unit(k).swap_dims(1, 2))
+            }
+        };
+        let scores = similarity
+            .clone()
+            .mul(self.score_scale().reshape([1, 1, 1]))
+            .mul_scalar(inv_temp);
         // (ln P + a·ln d)/τ, −∞ for empty slots, [B, 1, M].
         let base = (state.priorities.clone().clamp_min(0.0).log()
             + state.ages.clone().mul_scalar(ln_decay))
         .mask_fill(state.valid.clone().bool_not(), f32::NEG_INFINITY)
         .mul_scalar(inv_temp)
         .reshape([b, 1, m]);
+        let eligible0 = base
+            .clone()
+            .greater_elem(ln_threshold_scaled)
+            .expand([b, t, m]);
+        let best_similarity = similarity
+            .mask_fill(eligible0.clone().bool_not(), f32::NEG_INFINITY)
+            .max_dim(2)
+            .reshape([b, t]);
+        let any = eligible0.int().sum_dim(2).reshape([b, t]).greater_elem(0);
+        let best_similarity = best_similarity.mask_fill(any.clone().bool_not(), 0.0);
 
         let rounds = self.max_replay_rounds;
         let norm: f64 = (0..rounds).map(|r| self.decay_rate.powi(r as i32)).sum();
@@ -347,11 +528,15 @@ impl PriorityBuffer {
                 });
             }
         }
-        let mixed = match mixed {
+        let weights = match mixed {
             Some(mixed) => mixed,
             None => Tensor::zeros([b, t, m], &device),
         };
-        Ok(self.consolidation_proj.forward(mixed.matmul(v)))
+        Ok(Retrieval {
+            weights,
+            best_similarity,
+            any,
+        })
     }
 
     /// Advances the age of every occupied slot by one (empty slots stay at 0).

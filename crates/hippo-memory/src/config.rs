@@ -1,8 +1,9 @@
 //! Configuration of the priority buffer and the crate's error type.
 
 use burn::config::Config;
-use burn::nn::LinearConfig;
-use burn::tensor::Device;
+use burn::module::Param;
+use burn::nn::{Initializer, LinearConfig};
+use burn::tensor::{Device, Tensor};
 
 use crate::buffer::PriorityBuffer;
 
@@ -27,6 +28,9 @@ pub enum MemoryError {
     /// A softmax / sigmoid temperature must be finite and positive.
     #[error("temperature must be finite and > 0, got {0}")]
     Temperature(f64),
+    /// The retrieval score scale `θ` must be finite and positive.
+    #[error("score_scale must be finite and > 0, got {0}")]
+    ScoreScale(f64),
     /// A tensor does not have the shape the operation needs.
     #[error("{what}: expected shape {expected:?}, got {got:?}")]
     Shape {
@@ -45,6 +49,19 @@ pub enum MemoryError {
         /// Size of the last dimension.
         n: usize,
     },
+}
+
+/// How a query is compared with a stored key at replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    /// `θ·(W_q q)·(W_k x)/√D` with `W_q`, `W_k` at Burn's default (random) initialisation: the
+    /// reference implementation's attention score.
+    ScaledDot,
+    /// `θ·cos(W_q q, W_k x)` with `W_q = W_k = I` (zero bias) at initialisation, so retrieval
+    /// works before any training: a stored state similar to the query gets the weight, as in the
+    /// neural cache (Grave et al. 2017). Training may move the projections away from `I`.
+    Cosine,
 }
 
 /// Configuration of a [`PriorityBuffer`].
@@ -68,6 +85,13 @@ pub struct PriorityBufferConfig {
     /// Replay softmax temperature `τ > 0`.
     #[config(default = 1.0)]
     pub temperature: f64,
+    /// How queries are compared with keys.
+    #[config(default = "Scoring::ScaledDot")]
+    pub scoring: Scoring,
+    /// Initial score scale `θ > 0` (an inverse temperature on the similarity, learned as
+    /// `ln θ`): 1 keeps the reference's `q·k/√D`; a cosine score needs a large one (≈ 10–40).
+    #[config(default = 1.0)]
+    pub score_scale: f64,
 }
 
 impl PriorityBufferConfig {
@@ -91,6 +115,9 @@ impl PriorityBufferConfig {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(MemoryError::Temperature(self.temperature));
         }
+        if !(self.score_scale.is_finite() && self.score_scale > 0.0) {
+            return Err(MemoryError::ScoreScale(self.score_scale));
+        }
         Ok(())
     }
 
@@ -98,10 +125,20 @@ impl PriorityBufferConfig {
     pub fn try_init(&self, device: &Device) -> Result<PriorityBuffer, MemoryError> {
         self.validate()?;
         let d = self.dim;
+        let similarity = |device: &Device| match self.scoring {
+            Scoring::ScaledDot => LinearConfig::new(d, d).init(device),
+            Scoring::Cosine => {
+                let mut l = LinearConfig::new(d, d)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device);
+                l.weight = Param::from_tensor(Tensor::eye(d, device));
+                l
+            }
+        };
         Ok(PriorityBuffer {
-            key_proj: LinearConfig::new(d, d).init(device),
+            key_proj: similarity(device),
             value_proj: LinearConfig::new(d, d).init(device),
-            query_proj: LinearConfig::new(d, d).init(device),
+            query_proj: similarity(device),
             consolidation_proj: LinearConfig::new(d, d).with_bias(false).init(device),
             dim: d,
             capacity: self.capacity,
@@ -109,6 +146,11 @@ impl PriorityBufferConfig {
             max_replay_rounds: self.max_replay_rounds,
             priority_threshold: self.priority_threshold,
             temperature: self.temperature,
+            scoring: self.scoring,
+            log_score_scale: Param::from_tensor(Tensor::from_floats(
+                [self.score_scale.ln() as f32],
+                device,
+            )),
         })
     }
 

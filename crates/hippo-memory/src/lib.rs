@@ -78,7 +78,9 @@ mod config;
 mod soft_top_k;
 mod state;
 
-pub use buffer::{MemoryStats, PriorityBuffer, WriteOutcome};
-pub use config::{MemoryError, PriorityBufferConfig};
+pub use buffer::{
+    MemoryStats, PriorityBuffer, Retrieval, WriteOutcome, next_token_distribution, next_token_mass,
+};
+pub use config::{MemoryError, PriorityBufferConfig, Scoring};
 pub use soft_top_k::soft_top_k;
-pub use state::MemoryState;
+pub use state::{MemoryState, NO_NEXT_TOKEN};

@@ -22,7 +22,13 @@ pub struct MemoryState {
     pub valid: Tensor<2, Bool>,
     /// Number of tokens accepted by writes so far, per row `[B]` (rejected writes not counted).
     pub accepted_writes: Tensor<1, Int>,
+    /// The token that followed each stored state in its document, `x_{i+1}` `[B, M]`
+    /// ([`NO_NEXT_TOKEN`] in empty slots and for entries written without one).
+    pub next_tokens: Tensor<2, Int>,
 }
+
+/// The `next_tokens` value of an entry whose next token is unknown (and of empty slots).
+pub const NO_NEXT_TOKEN: i64 = -1;
 
 impl MemoryState {
     /// An empty state for `batch` streams of `config.capacity` slots of width `config.dim`.
@@ -38,6 +44,7 @@ impl MemoryState {
             ages: Tensor::zeros([batch, capacity], device),
             valid: Tensor::<2, Bool>::full([batch, capacity], false, device),
             accepted_writes: Tensor::zeros([batch], device),
+            next_tokens: Tensor::full([batch, capacity], NO_NEXT_TOKEN, device),
         }
     }
 
@@ -73,8 +80,9 @@ impl MemoryState {
             states: self.states.mask_fill(rows3, 0.0),
             priorities: self.priorities.mask_fill(rows2.clone(), 0.0),
             ages: self.ages.mask_fill(rows2.clone(), 0.0),
-            valid: self.valid.bool_and(rows2.bool_not()),
+            valid: self.valid.bool_and(rows2.clone().bool_not()),
             accepted_writes: self.accepted_writes.mask_fill(rows, 0),
+            next_tokens: self.next_tokens.mask_fill(rows2, NO_NEXT_TOKEN),
         })
     }
 
@@ -110,6 +118,7 @@ impl MemoryState {
             ages: take(&self.ages, &rows, device),
             valid: take(&self.valid, &rows, device),
             accepted_writes: take(&self.accepted_writes, &rows, device),
+            next_tokens: take(&self.next_tokens, &rows, device),
         }
     }
 
@@ -135,6 +144,7 @@ impl MemoryState {
             ages: join(parts, |p| &p.ages, device),
             valid: join(parts, |p| &p.valid, device),
             accepted_writes: join(parts, |p| &p.accepted_writes, device),
+            next_tokens: join(parts, |p| &p.next_tokens, device),
         }
     }
 

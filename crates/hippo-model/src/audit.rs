@@ -4,7 +4,8 @@
 //!
 //! A fresh model is the identity on top of its base (closed fusion, identity drift), which would
 //! make the audit vacuous; [`open_for_audit`] first opens every path: fusion opening α ≠ 0, drift
-//! A ≠ I and b ≠ 0, anchors calibrated and a zero drift threshold so every token is corrected.
+//! A ≠ I and b ≠ 0, anchors calibrated and a zero drift threshold so every token is corrected,
+//! the probability mixture's opening ≠ 0 and its gate's weights random.
 
 use burn::module::Param;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
@@ -49,6 +50,17 @@ pub fn open_for_audit(
     ));
     model.drift.drift_threshold = 0.0;
     model.drift.calibrate(calib.0, calib.1)?;
+    // The probability path: an open mixture and a gate that reads its inputs.
+    model.mix.opening = Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![0.6f32], [1]),
+        &device,
+    ));
+    let [gi, go] = model.mix.gate.weight.val().dims();
+    model.mix.gate.weight = Param::from_tensor(Tensor::<2>::random(
+        [gi, go],
+        Distribution::Normal(0.0, 0.2),
+        &device,
+    ));
     Ok(model)
 }
 

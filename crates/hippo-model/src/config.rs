@@ -38,6 +38,48 @@ pub enum SalienceMode {
     Random,
 }
 
+/// What the hidden-space fusion path reads from memory (the probability path always reads
+/// the stored next tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryValue {
+    /// The embedding of the token that followed each stored state, `E[x_{i+1}]`: what actually
+    /// came next, known once the segment was read.
+    #[default]
+    NextToken,
+    /// The stored hidden state itself, `h_i` (the reference's value: the model's own guess at
+    /// `x_{i+1}`, wrong exactly for the rare tokens worth remembering).
+    Hidden,
+}
+
+/// Where retrieved memory enters the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionSpace {
+    /// `p_t = (1 − λ_t)·p_LM,t + λ_t·p_mem,t`, with `p_mem` the replay weights summed per stored
+    /// next token and `λ_t` from a small gate (0 at init): a neural cache that can copy.
+    #[default]
+    Probability,
+    /// The output fusion adds the retrieved value to the hidden state before the LM head.
+    Hidden,
+    /// Both: the hidden path first, then the probability mixture over its LM distribution.
+    Both,
+}
+
+impl FusionSpace {
+    /// Whether the hidden-space path runs.
+    pub fn hidden(self) -> bool {
+        matches!(self, Self::Hidden | Self::Both)
+    }
+
+    /// Whether the probability-space mixture runs.
+    pub fn probability(self) -> bool {
+        matches!(self, Self::Probability | Self::Both)
+    }
+}
+
+pub use hippo_memory::Scoring as MemoryScoring;
+
 /// The composed model's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,8 +153,25 @@ pub struct HippoFormerConfig {
     pub memory: bool,
     /// Apply the drift calibrator (`false`: the drift-off ablation).
     pub drift: bool,
-    /// Use the output fusion (`false`: retrieved memory is added through a scalar gate only).
+    /// Use the gated fusions (`false`, an ablation: the hidden path adds retrieved memory
+    /// through its scalar opening only, and the probability path's `λ_t` is its opening times
+    /// ½ — the gate's value at init — at every position, without the per-position gate).
     pub fusion: bool,
+    /// What the hidden-space path reads from memory.
+    pub memory_value: MemoryValue,
+    /// Where memory enters the prediction.
+    pub fusion_space: FusionSpace,
+    /// How memory queries are compared with stored keys (`cosine`: query and key projections
+    /// at the identity, so retrieval works before training).
+    pub memory_scoring: MemoryScoring,
+    /// Initial score scale `θ` of retrieval (an inverse temperature on the similarity; learned,
+    /// and set by `cargo xtask calibrate`).
+    pub memory_score_scale: f64,
+    /// Weight of the salience gate's usefulness loss: binary cross-entropy of salience against
+    /// `σ(NLL_t − mean NLL)`, how much worse than average the model predicts the token that
+    /// follows position `t` — the token an entry written at `t` would offer later (see
+    /// `HippoFormer::loss`).
+    pub usefulness_weight: f64,
     /// Seed of the module initialisation and of random salience.
     pub seed: u64,
     /// Dtype of the base model's matmuls: `f32`, or `bf16` (mixed precision: matmuls in bf16,
@@ -137,7 +196,7 @@ impl Default for HippoFormerConfig {
             salience_dropout: 0.1,
             importance_range: [1.0, 5.0],
             buffer_size: 2048,
-            decay_rate: 0.9,
+            decay_rate: 0.98,
             max_replay_rounds: 10,
             priority_threshold: 1.0,
             soft_topk_temperature: 1.0,
@@ -159,6 +218,11 @@ impl Default for HippoFormerConfig {
             memory: true,
             drift: true,
             fusion: true,
+            memory_value: MemoryValue::NextToken,
+            fusion_space: FusionSpace::Probability,
+            memory_scoring: MemoryScoring::Cosine,
+            memory_score_scale: 40.0,
+            usefulness_weight: 1.0,
             seed: 0,
             precision: Precision::F32,
         }
@@ -267,6 +331,7 @@ impl HippoFormerConfig {
             ("memory_util_weight", self.memory_util_weight),
             ("drift_reg_weight", self.drift_reg_weight),
             ("drift_correction_strength", self.drift_correction_strength),
+            ("usefulness_weight", self.usefulness_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} = {w} must be finite and ≥ 0"));
@@ -274,6 +339,20 @@ impl HippoFormerConfig {
         }
         if !(0.0..=1.0).contains(&self.target_salience) {
             return bad("target_salience must lie in [0, 1]".into());
+        }
+        if !(self.memory_score_scale.is_finite() && self.memory_score_scale > 0.0) {
+            return bad(format!(
+                "memory_score_scale = {} must be finite and > 0",
+                self.memory_score_scale
+            ));
+        }
+        if self.memory_value == MemoryValue::Hidden && !self.fusion_space.hidden() {
+            return bad(
+                "memory_value = \"hidden\" chooses what the hidden-space fusion reads, and \
+                 fusion_space = \"probability\" has none (the probability path always reads the \
+                 stored next tokens); use fusion_space = \"hidden\" or \"both\""
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -308,7 +387,7 @@ impl HippoFormerConfig {
     }
 
     /// This config with each ablation applied, by name: salience off, random salience, memory
-    /// off, drift off, fusion off. The causality audit and the tests iterate over these.
+    /// off, drift off, fusion off, each fusion space, hidden-state values. The causality audit and the tests iterate over these.
     pub fn ablations(&self) -> Vec<(&'static str, Self)> {
         vec![
             (
@@ -343,6 +422,32 @@ impl HippoFormerConfig {
                 "fusion_off",
                 Self {
                     fusion: false,
+                    ..self.clone()
+                },
+            ),
+            (
+                "fusion_space_hidden",
+                Self {
+                    fusion_space: FusionSpace::Hidden,
+                    ..self.clone()
+                },
+            ),
+            (
+                "fusion_space_both",
+                Self {
+                    fusion_space: FusionSpace::Both,
+                    ..self.clone()
+                },
+            ),
+            (
+                "memory_value_hidden",
+                Self {
+                    fusion_space: if self.fusion_space.hidden() {
+                        self.fusion_space
+                    } else {
+                        FusionSpace::Both
+                    },
+                    memory_value: MemoryValue::Hidden,
                     ..self.clone()
                 },
             ),

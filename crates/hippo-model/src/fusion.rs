@@ -105,3 +105,74 @@ impl OutputFusion {
         h + m.mul(self.opening(present))
     }
 }
+
+/// Probability-space fusion: the mixture weight `λ_t` of the memory's next-token distribution.
+///
+/// `λ_t = o · σ(w·[ĥ_t; s_t; H_t] + b) · any_t`, where `ĥ_t = h_t / rms(h_t)` is the normalised
+/// hidden state, `s_t` the best similarity of the retrieval, `H_t` the entropy of its weights over
+/// `ln M`, and `any_t` whether any entry was eligible. `w = 0`, `b = 0` at init, so the gate reads
+/// ½ until trained; the opening `o` is a learned scalar clamped to `[0, 1)` and 0 at init, so a
+/// fresh mixture is exactly the identity while `∂λ/∂o ≠ 0` (the clamp keeps the gradient at
+/// `o = 0`). `cargo xtask calibrate` sets `o` (and the retrieval's score scale) without backprop.
+///
+/// With `gated = false` (the `fusion = false` ablation) the gate is bypassed: `λ_t = o · ½ · any_t`.
+#[derive(Module, Debug)]
+pub struct ProbabilityMix {
+    /// The per-position gate `D + 2 → 1` (zero at init).
+    pub gate: Linear,
+    /// The opening `o` (clamped to `[0, 1)` when used); 0 at init.
+    pub opening: Param<Tensor<1>>,
+}
+
+/// The largest opening used: `λ < 1` keeps the base distribution's share positive.
+pub const MAX_OPENING: f32 = 0.999;
+
+impl ProbabilityMix {
+    /// A closed mixture over hidden states of width `dim`.
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            gate: LinearConfig::new(dim + 2, 1)
+                .with_initializer(burn::nn::Initializer::Zeros)
+                .init(device),
+            opening: Param::from_tensor(Tensor::zeros([1], device)),
+        }
+    }
+
+    /// The opening `o ∈ [0, MAX_OPENING]` `[1]`.
+    pub fn opening(&self) -> Tensor<1> {
+        let o = self.opening.val();
+        // mask_fill passes the gradient where the value is kept: at o = 0 it flows.
+        let o = o.clone().mask_fill(o.clone().lower_elem(0.0), 0.0);
+        o.clone()
+            .mask_fill(o.greater_elem(MAX_OPENING), MAX_OPENING)
+    }
+
+    /// `λ_t` `[B, T]`. `h`: `[B, T, D]`; `best_similarity`, `entropy` (already over `ln M`):
+    /// `[B, T]`; `any`: `[B, T]` as 0/1.
+    pub fn lambda(
+        &self,
+        h: Tensor<3>,
+        best_similarity: Tensor<2>,
+        entropy: Tensor<2>,
+        any: Tensor<2>,
+        gated: bool,
+    ) -> Tensor<2> {
+        let [b, t, _] = h.dims();
+        let o = self.opening().reshape([1, 1]);
+        let g = if gated {
+            let rms = h.clone().powi_scalar(2).mean_dim(2).add_scalar(1e-6).sqrt();
+            let x = Tensor::cat(
+                vec![
+                    h.div(rms),
+                    best_similarity.reshape([b, t, 1]),
+                    entropy.reshape([b, t, 1]),
+                ],
+                2,
+            );
+            sigmoid(self.gate.forward(x)).reshape([b, t])
+        } else {
+            Tensor::full([b, t], 0.5, &any.device())
+        };
+        g.mul(o).mul(any)
+    }
+}

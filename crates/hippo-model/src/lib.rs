@@ -21,9 +21,11 @@ pub mod layout;
 pub mod model;
 pub mod params;
 
-pub use config::{HippoFormerConfig, QueryMode, SalienceMode};
+pub use config::{
+    FusionSpace, HippoFormerConfig, MemoryScoring, MemoryValue, QueryMode, SalienceMode,
+};
 pub use error::{HippoError, Result};
-pub use fusion::OutputFusion;
+pub use fusion::{OutputFusion, ProbabilityMix};
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
 pub use layout::SegmentLayout;
-pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput};
+pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput, mix_log_probs};

@@ -8,16 +8,18 @@
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use hippo_drift::{DriftCalibrator, DriftCalibratorConfig, DriftOutput};
 use hippo_gemma::Gemma;
 use hippo_gemma::lora::{self, LoraSettings};
-use hippo_memory::{MemoryState, PriorityBuffer, PriorityBufferConfig, WriteOutcome};
+use hippo_memory::{
+    MemoryState, NO_NEXT_TOKEN, PriorityBuffer, PriorityBufferConfig, Retrieval, WriteOutcome,
+};
 use hippo_salience::{SalienceGate, SalienceGateConfig, SalienceOutput};
 
-use crate::config::{HippoFormerConfig, QueryMode, SalienceMode};
+use crate::config::{HippoFormerConfig, MemoryValue, QueryMode, SalienceMode};
 use crate::error::{HippoError, Result};
-use crate::fusion::OutputFusion;
+use crate::fusion::{OutputFusion, ProbabilityMix};
 
 /// The composed model.
 #[derive(Module, Debug)]
@@ -30,8 +32,10 @@ pub struct HippoFormer {
     pub drift: DriftCalibrator,
     /// Priority memory (read-time projections; the state lives outside).
     pub memory: PriorityBuffer,
-    /// Output fusion.
+    /// Output fusion (the hidden-space path).
     pub fusion: OutputFusion,
+    /// The probability-space mixture's gate and opening.
+    pub mix: ProbabilityMix,
     /// The configuration.
     #[module(skip)]
     pub config: HippoFormerConfig,
@@ -60,8 +64,19 @@ pub enum LogitPositions {
 /// Everything one segment's forward produced.
 #[derive(Debug, Clone)]
 pub struct SegmentOutput {
-    /// Logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]).
+    /// Logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]): the prediction. With the
+    /// probability-space fusion these are the log-probabilities of the mixture
+    /// `(1 − λ_t)·p_LM + λ_t·p_mem` (softmax gives the mixture back); otherwise the LM head's
+    /// logits.
     pub logits: Tensor<3>,
+    /// The LM head's logits before the probability mixture (same shape as `logits`; equal to
+    /// them without the probability path).
+    pub lm_logits: Tensor<3>,
+    /// The mixture weight `λ_t` `[B, T]` where the probability path ran (0 where no entry
+    /// was eligible).
+    pub lambda: Option<Tensor<2>>,
+    /// The segment's input ids `[B, T]` (the next tokens [`HippoFormer::commit`] stores).
+    pub ids: Tensor<2, Int>,
     /// Base final hidden states `[B, T, D]`.
     pub base_hidden: Tensor<3>,
     /// Drift-corrected hidden states `[B, T, D]` (what memory stores and fusion starts from).
@@ -91,6 +106,9 @@ pub struct LossTerms {
     pub memory_util: Tensor<1>,
     /// `‖A − I‖² + ‖b‖²` (0 when drift is off).
     pub drift_reg: Tensor<1>,
+    /// Binary cross-entropy of salience against the usefulness target `σ(NLL_t − mean NLL)`
+    /// (detached) over the scored tokens.
+    pub usefulness: Tensor<1>,
     /// Number of scored tokens.
     pub tokens: usize,
 }
@@ -147,14 +165,18 @@ impl HippoFormer {
             .with_max_replay_rounds(config.max_replay_rounds)
             .with_priority_threshold(config.priority_threshold)
             .with_temperature(config.soft_topk_temperature)
+            .with_scoring(config.memory_scoring)
+            .with_score_scale(config.memory_score_scale)
             .try_init(device)?;
         let fusion = OutputFusion::new(d, config.fusion_n_heads, config.fusion_dropout, device);
+        let mix = ProbabilityMix::new(d, device);
         let model = Self {
             base,
             gate,
             drift,
             memory,
             fusion,
+            mix,
             config,
         };
         tracing::info!("HippoFormer parameters:\n{}", model.parameter_report());
@@ -296,6 +318,8 @@ impl HippoFormer {
         } else {
             (base_hidden.clone(), None)
         };
+        let fs = self.config.fusion_space;
+        let mut mixture: Option<(Retrieval, Tensor<2>)> = None;
         let fused = if self.config.memory {
             let query = match self.config.query_mode {
                 QueryMode::PerPosition => hidden.clone(),
@@ -307,37 +331,71 @@ impl HippoFormer {
                     mean.expand([b, t, d])
                 }
             };
-            let m = self.memory.replay(query, state)?;
-            let present = state
-                .effective_priorities(self.config.decay_rate)
-                .greater_elem(self.config.priority_threshold)
-                .bool_and(state.valid.clone())
-                .float()
-                .sum_dim(1)
-                .greater_elem(0.0)
-                .float()
-                .reshape([b]);
-            if self.config.fusion {
-                self.fusion.forward(hidden.clone(), m, present)
+            let retrieval = self.memory.retrieve(query, state)?;
+            let fused = if fs.hidden() {
+                let values = match self.config.memory_value {
+                    MemoryValue::Hidden => state.states.clone(),
+                    MemoryValue::NextToken => self.next_token_embeddings(state),
+                };
+                let m = self.memory.read(&retrieval, values);
+                let present = state
+                    .effective_priorities(self.config.decay_rate)
+                    .greater_elem(self.config.priority_threshold)
+                    .bool_and(state.valid.clone())
+                    .float()
+                    .sum_dim(1)
+                    .greater_elem(0.0)
+                    .float()
+                    .reshape([b]);
+                if self.config.fusion {
+                    self.fusion.forward(hidden.clone(), m, present)
+                } else {
+                    self.fusion.forward_direct(hidden.clone(), m, present)
+                }
             } else {
-                self.fusion.forward_direct(hidden.clone(), m, present)
+                hidden.clone()
+            };
+            if fs.probability() {
+                let lambda = self.lambda(&hidden, &retrieval, state);
+                mixture = Some((retrieval, lambda));
             }
+            fused
         } else {
             hidden.clone()
         };
-        let logits = match positions {
-            LogitPositions::All => self.base.lm_head(fused.clone()),
-            LogitPositions::Last if t > 0 => {
-                self.base.lm_head(fused.clone().slice_dim(1, t - 1..t))
-            }
+        let (lm_logits, mixture) = match positions {
+            LogitPositions::All => (self.base.lm_head(fused.clone()), mixture),
+            LogitPositions::Last if t > 0 => (
+                self.base.lm_head(fused.clone().slice_dim(1, t - 1..t)),
+                mixture.map(|(r, l)| {
+                    (
+                        Retrieval {
+                            weights: r.weights.slice_dim(1, t - 1..t),
+                            best_similarity: r.best_similarity.slice_dim(1, t - 1..t),
+                            any: r.any.slice_dim(1, t - 1..t),
+                        },
+                        l.slice_dim(1, t - 1..t),
+                    )
+                }),
+            ),
             LogitPositions::Last => {
                 return Err(HippoError::InvalidInput(
                     "an empty segment has no last position".into(),
                 ));
             }
         };
+        let (logits, lambda) = match mixture {
+            Some((retrieval, lambda)) => (
+                mix_log_probs(lm_logits.clone(), lambda.clone(), &retrieval, state),
+                Some(lambda),
+            ),
+            None => (lm_logits.clone(), None),
+        };
         Ok(SegmentOutput {
             logits,
+            lm_logits,
+            lambda,
+            ids,
             base_hidden,
             hidden,
             fused,
@@ -349,6 +407,11 @@ impl HippoFormer {
 
     /// Writes a read segment's salient tokens into each stream's buffer and ages it by one
     /// segment. With memory off this returns the state unchanged.
+    ///
+    /// An entry is the drift-corrected state `h_t` of a real position, stored with the token that
+    /// followed it, `x_{t+1}` = the segment's input at `t + 1`: only positions whose next token
+    /// lies in this (already read) segment are candidates, so the segment's last position and
+    /// BOS inputs are never written.
     pub fn commit(
         &self,
         state: MemoryState,
@@ -357,13 +420,91 @@ impl HippoFormer {
         if !self.config.memory {
             return Ok((state, None));
         }
-        let (state, outcome) = self.memory.write(
+        let (next, writable) = self.next_tokens(&segment.ids, &segment.valid);
+        let (state, outcome) = self.memory.write_with_next(
             state,
             segment.hidden.clone().detach(),
+            next,
             segment.salience.importance.clone().detach(),
-            segment.valid.clone(),
+            writable,
         )?;
         Ok((self.memory.age(state), Some(outcome)))
+    }
+
+    /// The next token of every position of a segment (`ids[t + 1]`, [`NO_NEXT_TOKEN`] at the
+    /// last position) and the positions that may be written: real, not a BOS input, and followed
+    /// by a real token of the same segment. `[B, T]` each.
+    pub fn next_tokens(
+        &self,
+        ids: &Tensor<2, Int>,
+        valid: &Tensor<2, Bool>,
+    ) -> (Tensor<2, Int>, Tensor<2, Bool>) {
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        if t == 0 {
+            return (ids.clone(), valid.clone());
+        }
+        let tail_i = Tensor::<2, Int>::full([b, 1], NO_NEXT_TOKEN, &device);
+        let tail_b = Tensor::<2, Bool>::full([b, 1], false, &device);
+        let next = Tensor::cat(vec![ids.clone().slice_dim(1, 1..t), tail_i], 1);
+        let next_valid = Tensor::cat(vec![valid.clone().slice_dim(1, 1..t), tail_b], 1);
+        let bos = self.base.config().bos_token_id as i64;
+        let writable = valid
+            .clone()
+            .bool_and(next_valid)
+            .bool_and(ids.clone().not_equal_elem(bos));
+        (next, writable)
+    }
+
+    /// The (unscaled) tied-embedding rows of the stored next tokens `[B, M, D]` (0 where a slot
+    /// has none): the hidden path's values with `memory_value = "next_token"`.
+    fn next_token_embeddings(&self, state: &MemoryState) -> Tensor<3> {
+        let [b, m] = state.next_tokens.dims();
+        let d = self.base.config().hidden_size;
+        let known = state.next_tokens.clone().greater_equal_elem(0);
+        let idx = state.next_tokens.clone().clamp_min(0).reshape([b * m]);
+        let e = self.base.embed_tokens.val().select(0, idx);
+        let e = if e.dtype() == DType::F32 {
+            e
+        } else {
+            e.cast(DType::F32)
+        };
+        e.reshape([b, m, d])
+            .mask_fill(known.bool_not().reshape([b, m, 1]).expand([b, m, d]), 0.0)
+    }
+
+    /// `λ_t` `[B, T]` of the probability path for a retrieval (see [`ProbabilityMix`]).
+    fn lambda(&self, hidden: &Tensor<3>, retrieval: &Retrieval, state: &MemoryState) -> Tensor<2> {
+        let m = state.capacity();
+        let w = retrieval.next_token_weights(state);
+        let entropy = w
+            .clone()
+            .mul(w.clamp_min(1e-30).log())
+            .sum_dim(2)
+            .neg()
+            .div_scalar((m as f64).ln().max(1.0));
+        let [b, t, _] = entropy.dims();
+        self.mix.lambda(
+            hidden.clone(),
+            retrieval.best_similarity.clone(),
+            entropy.reshape([b, t]),
+            retrieval.any.clone().float(),
+            self.config.fusion,
+        )
+    }
+
+    /// The logits the same model gives with memory off (the `memory_off` scorer), reusing this
+    /// forward's base pass: without the hidden path they are [`SegmentOutput::lm_logits`] (no
+    /// extra work); with it, the LM head of the drift-corrected states.
+    pub fn memory_off_logits(&self, out: &SegmentOutput) -> Tensor<3> {
+        if self.config.memory && self.config.fusion_space.hidden() {
+            let [_, tl, _] = out.lm_logits.dims();
+            let t = out.hidden.dims()[1];
+            self.base
+                .lm_head(out.hidden.clone().slice_dim(1, t - tl..t))
+        } else {
+            out.lm_logits.clone()
+        }
     }
 
     /// Reads then commits: the streaming step.
@@ -405,7 +546,25 @@ impl HippoFormer {
             .clamp_min(1e-12)
             .reshape([1, 1]);
         let w = w.div(mean_w);
-        let salience_weighted = nll.mul(w).mul(mask).sum().div(n);
+        let salience_weighted = nll.clone().mul(w).mul(mask.clone()).sum().div(n.clone());
+
+        // Usefulness: an entry written at t offers x_{t+1} later, which helps where the model
+        // predicts x_{t+1} badly now. Target σ(NLL_t − mean NLL) (detached), BCE on salience.
+        let nll_d = nll.detach();
+        let mean_nll = nll_d
+            .clone()
+            .mul(mask.clone())
+            .sum()
+            .div(n.clone())
+            .reshape([1, 1]);
+        let u = burn::tensor::activation::sigmoid(nll_d.sub(mean_nll));
+        let sal = out.salience.salience.clone().clamp(1e-6, 1.0 - 1e-6);
+        let bce = u
+            .clone()
+            .mul(sal.clone().log())
+            .add(u.neg().add_scalar(1.0).mul(sal.neg().add_scalar(1.0).log()))
+            .neg();
+        let usefulness = bce.mul(mask.clone()).sum().div(n.clone());
 
         let real = out.valid.clone().float();
         let n_real = real.clone().sum().clamp_min(1.0);
@@ -434,7 +593,8 @@ impl HippoFormer {
                 .mul_scalar(c.salience_weighted_weight)
             + sparsity.clone().mul_scalar(c.sparsity_weight)
             + memory_util.clone().mul_scalar(c.memory_util_weight)
-            + drift_reg.clone().mul_scalar(c.drift_reg_weight);
+            + drift_reg.clone().mul_scalar(c.drift_reg_weight)
+            + usefulness.clone().mul_scalar(c.usefulness_weight);
         LossTerms {
             total,
             lm,
@@ -442,7 +602,56 @@ impl HippoFormer {
             sparsity,
             memory_util,
             drift_reg,
+            usefulness,
             tokens,
         }
     }
+}
+
+/// The log-probabilities of `(1 − λ)·softmax(z) + λ·p_mem` `[B, T, V]`, computed sparsely.
+///
+/// `p_mem` is non-zero only on the stored next tokens, so the mixture is `z + ln(1 − λ)` (up to
+/// the normaliser `ln Σ e^z`) everywhere else, and at each distinct stored token `w`
+/// `z_w + ln(1 − λ + λ·r_w)` with `r_w = p_mem(w)/p_LM(w)`. Written as
+/// `z + ln(1 − λ) + scatter_w(ln(1 + λ(r_w − 1)) − ln(1 − λ))`, it is exactly `z` at `λ = 0`
+/// (identity at init) and has a finite gradient in `λ` there. `ln r` is capped at 80 (a base
+/// probability below `e^-80·p_mem` is then underestimated; f32 `exp` would overflow at 88).
+pub fn mix_log_probs(
+    z: Tensor<3>,
+    lambda: Tensor<2>,
+    retrieval: &Retrieval,
+    state: &MemoryState,
+) -> Tensor<3> {
+    let [b, t, _] = z.dims();
+    let m = state.capacity();
+    let w = retrieval.next_token_weights(state);
+    let (mass, first) = hippo_memory::next_token_mass(w, state);
+    let y = state
+        .next_tokens
+        .clone()
+        .clamp_min(0)
+        .reshape([b, 1, m])
+        .expand([b, t, m]);
+    let top = z.clone().max_dim(2).detach();
+    let lse = z.clone().sub(top.clone()).exp().sum_dim(2).log().add(top); // [B, T, 1]
+    let log_lm = z.clone().gather(2, y.clone()).sub(lse.expand([b, t, m]));
+    let counted = mass
+        .clone()
+        .greater_elem(0.0)
+        .bool_and(first.reshape([b, 1, m]).expand([b, t, m]));
+    let r = mass
+        .clamp_min(1e-30)
+        .log()
+        .sub(log_lm)
+        .clamp_max(80.0)
+        .exp();
+    let lam = lambda.reshape([b, t, 1]);
+    let keep = lam.clone().neg().log1p(); // ln(1 − λ), [B, T, 1]
+    let delta = lam
+        .expand([b, t, m])
+        .mul(r.sub_scalar(1.0))
+        .log1p()
+        .sub(keep.clone().expand([b, t, m]))
+        .mask_fill(counted.bool_not(), 0.0);
+    z.add(keep).scatter(2, y, delta, IndexingUpdateOp::Add)
 }

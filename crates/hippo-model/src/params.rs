@@ -4,7 +4,8 @@
 //! Every tensor the module tree holds is counted once, in one row and one column:
 //!
 //! * rows: `base` (the Gemma weights, LoRA factors excluded), `lora` (the factors
-//!   `….lora.a` / `….lora.b`), `gate`, `drift`, `memory`, `fusion`;
+//!   `….lora.a` / `….lora.b`), `gate`, `drift`, `memory`, `fusion` (the hidden-space path),
+//!   `mix` (the probability-space path's gate and opening);
 //! * columns: `trainable` (updated by training under this config), `frozen` (the base when it is
 //!   frozen), `inactive` (a module switched off by an ablation: its parameters exist but are not
 //!   in the forward, so they get no gradient), `state` (non-trainable running state: the drift
@@ -13,8 +14,10 @@
 //! The classification follows what the model does: [`HippoFormer::new`] freezes the whole base
 //! when LoRA is on (and attaches trainable factors) or when `freeze_base` is set; the forward uses
 //! the gate only with `salience = learned`, the calibrator only with `drift`, the memory
-//! projections only with `memory`, and of the fusion only the opening `alpha` without `fusion`
-//! (all of it without `memory`).
+//! projections only with `memory` (the value and consolidation projections only with a hidden
+//! path, `fusion_space = hidden | both`), of the fusion only the opening `alpha` without `fusion`
+//! (none of it without a hidden path), of the mixture only the opening without `fusion` (none of
+//! it without a probability path), and nothing of the three without `memory`.
 
 use std::fmt;
 
@@ -37,7 +40,7 @@ pub const DRIFT_STATE: [&str; 4] = [
 pub type ParamClass = Option<(&'static str, ParamKind)>;
 
 /// The rows of the report, in order.
-pub const MODULES: [&str; 6] = ["base", "lora", "gate", "drift", "memory", "fusion"];
+pub const MODULES: [&str; 7] = ["base", "lora", "gate", "drift", "memory", "fusion", "mix"];
 
 /// How one parameter tensor is treated under a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,6 +184,8 @@ impl HippoFormer {
             }
         };
         let module = path.split('.').next()?;
+        let hidden = c.fusion_space.hidden();
+        let probability = c.fusion_space.probability();
         Some(match module {
             "base" if path.ends_with(".lora.a") || path.ends_with(".lora.b") => {
                 ("lora", ParamKind::Trainable)
@@ -190,9 +195,18 @@ impl HippoFormer {
             "gate" => ("gate", on(c.salience == SalienceMode::Learned)),
             "drift" if DRIFT_STATE.contains(&path) => ("drift", ParamKind::State),
             "drift" => ("drift", on(c.drift)),
+            // The value and consolidation projections serve only the hidden-space path.
+            "memory"
+                if path.starts_with("memory.value_proj.")
+                    || path.starts_with("memory.consolidation_proj.") =>
+            {
+                ("memory", on(c.memory && hidden))
+            }
             "memory" => ("memory", on(c.memory)),
-            "fusion" if path == "fusion.alpha" => ("fusion", on(c.memory)),
-            "fusion" => ("fusion", on(c.memory && c.fusion)),
+            "fusion" if path == "fusion.alpha" => ("fusion", on(c.memory && hidden)),
+            "fusion" => ("fusion", on(c.memory && hidden && c.fusion)),
+            "mix" if path == "mix.opening" => ("mix", on(c.memory && probability)),
+            "mix" => ("mix", on(c.memory && probability && c.fusion)),
             _ => return None,
         })
     }

@@ -32,3 +32,51 @@ fn every_shipped_config_parses_and_differs_from_the_default() {
     }
     assert!(n >= 6);
 }
+
+#[test]
+fn the_reference_config_is_the_reference_memory() {
+    use hippo_model::{FusionSpace, MemoryScoring, MemoryValue};
+    let cfg = HippoFormerConfig::from_toml_file(&configs_dir().join("reference.toml")).unwrap();
+    assert_eq!(cfg.memory_value, MemoryValue::Hidden);
+    assert_eq!(cfg.fusion_space, FusionSpace::Hidden);
+    assert_eq!(cfg.memory_scoring, MemoryScoring::ScaledDot);
+    assert_eq!(cfg.memory_score_scale, 1.0);
+    assert_eq!(cfg.decay_rate, 0.9);
+    assert_eq!(cfg.usefulness_weight, 0.0);
+    // Everything else is the default.
+    let back = HippoFormerConfig {
+        memory_value: MemoryValue::NextToken,
+        fusion_space: FusionSpace::Probability,
+        memory_scoring: MemoryScoring::Cosine,
+        memory_score_scale: 40.0,
+        decay_rate: 0.98,
+        usefulness_weight: 1.0,
+        ..cfg
+    };
+    assert_eq!(back, HippoFormerConfig::default());
+}
+
+#[test]
+fn hidden_values_need_a_hidden_path() {
+    let err = HippoFormerConfig::from_toml_str(
+        "memory_value = \"hidden\"\nfusion_space = \"probability\"\n",
+        "inline",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("memory_value") && err.contains("inline"),
+        "{err}"
+    );
+    for bad in [
+        "memory_score_scale = 0.0",
+        "memory_score_scale = -1.0",
+        "usefulness_weight = -1.0",
+        "fusion_space = \"logits\"",
+    ] {
+        assert!(
+            HippoFormerConfig::from_toml_str(bad, "inline").is_err(),
+            "{bad}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use burn::module::Param;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::{Gemma, GenerateOptions, SamplingConfig, StopReason};
 use hippo_model::{
-    HippoFormer, HippoFormerConfig, HippoGenerateOptions, HippoGeneration, generate,
+    FusionSpace, HippoFormer, HippoFormerConfig, HippoGenerateOptions, HippoGeneration, generate,
 };
 
 const SEG: usize = 8;
@@ -44,12 +44,17 @@ fn model_with(memory: bool) -> HippoFormer {
         lora_r: 4,
         n_anchors: 8,
         memory,
+        // Both paths: generation samples from the probability mixture over the hidden path's
+        // LM distribution.
+        fusion_space: FusionSpace::Both,
         ..HippoFormerConfig::default()
     };
     let dev = device();
     let mut model = HippoFormer::new(base(), cfg, &dev).unwrap();
     model.fusion.alpha =
         Param::from_tensor(Tensor::from_data(TensorData::new(vec![1.5f32], [1]), &dev));
+    model.mix.opening =
+        Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.8f32], [1]), &dev));
     let d = model.base.config().hidden_size;
     let a: Vec<f32> = pattern(d * d, 1)
         .iter()

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use hippo_gemma::Gemma;
 use hippo_model::import::{Rule, import_reference};
 use hippo_model::params::ParamKind;
-use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, SalienceMode};
+use hippo_model::{FusionSpace, HippoError, HippoFormer, HippoFormerConfig, SalienceMode};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -31,6 +31,8 @@ fn base(device: &Device) -> Gemma {
 }
 
 /// The config matching the fixture's `config` (LoRA r = 4, α = 8 on q/v; 8 anchors).
+/// The reference's semantics (configs/reference.toml): hidden-state values, hidden-space
+/// fusion only, scaled-dot scoring — the modules its checkpoint holds weights for.
 fn config() -> HippoFormerConfig {
     HippoFormerConfig {
         lora_r: 4,
@@ -38,8 +40,15 @@ fn config() -> HippoFormerConfig {
         n_anchors: 8,
         buffer_size: 16,
         max_replay_rounds: 3,
-        ..HippoFormerConfig::default()
+        ..reference()
     }
+}
+
+fn reference() -> HippoFormerConfig {
+    HippoFormerConfig::from_toml_file(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/reference.toml"),
+    )
+    .unwrap()
 }
 
 fn model(cfg: HippoFormerConfig) -> HippoFormer {
@@ -89,7 +98,17 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(no_counterpart, ["fusion.alpha"]);
+    // The opening, the learned score scale and the probability mixture are this project's.
+    assert_eq!(
+        no_counterpart,
+        [
+            "fusion.alpha",
+            "memory.log_score_scale",
+            "mix.gate.bias",
+            "mix.gate.weight",
+            "mix.opening"
+        ]
+    );
     assert_eq!(report.step, Some(json["step"].as_i64().unwrap()));
 
     // Every tensor of the new modules and every LoRA factor is a mapping target.
@@ -98,7 +117,7 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
         .into_iter()
         .map(|(p, _, _)| p)
         .filter(|p| !p.starts_with("base.") || p.contains(".lora."))
-        .filter(|p| p != "fusion.alpha")
+        .filter(|p| !no_counterpart.contains(&p.as_str()))
         .collect();
     let mapped: BTreeSet<String> = report.mapped.iter().map(|x| x.ours.clone()).collect();
     assert_eq!(mapped, expected);
@@ -430,6 +449,7 @@ struct Expected {
     drift_state: usize,
     memory: usize,
     fusion: usize,
+    mix: usize,
 }
 
 fn expected(cfg: &HippoFormerConfig, g: &hippo_gemma::GemmaConfig) -> Expected {
@@ -466,8 +486,9 @@ fn expected(cfg: &HippoFormerConfig, g: &hippo_gemma::GemmaConfig) -> Expected {
         gate,
         drift: d * d + d,
         drift_state: cfg.n_anchors * d + cfg.n_anchors + 2 * d,
-        memory: 3 * lin(d, d) + d * d,
+        memory: 3 * lin(d, d) + d * d + 1,
         fusion: 4 * lin(d, d) + lin(2 * d, d) + lin(d, d) + 2 * d + 1,
+        mix: lin(d + 2, 1) + 1,
     }
 }
 
@@ -484,7 +505,11 @@ fn parameter_report_matches_hand_counts_and_follows_the_config() {
     let g = gemma.config().clone();
     let build = |cfg: HippoFormerConfig| HippoFormer::new(gemma.clone(), cfg, &device).unwrap();
 
-    let cfg = config();
+    // Both fusion paths: every module trains.
+    let cfg = HippoFormerConfig {
+        fusion_space: FusionSpace::Both,
+        ..config()
+    };
     let e = expected(&cfg, &g);
     let m = build(cfg.clone());
     assert_eq!(row(&m, "base"), [0, e.base, 0, 0]);
@@ -494,20 +519,50 @@ fn parameter_report_matches_hand_counts_and_follows_the_config() {
     assert_eq!(row(&m, "drift"), [e.drift, 0, 0, e.drift_state]);
     assert_eq!(row(&m, "memory"), [e.memory, 0, 0, 0]);
     assert_eq!(row(&m, "fusion"), [e.fusion, 0, 0, 0]);
+    assert_eq!(row(&m, "mix"), [e.mix, 0, 0, 0]);
     let report = m.parameter_report();
     let total = report.total();
     assert_eq!(
         total.trainable,
-        e.lora + e.gate + e.drift + e.memory + e.fusion
+        e.lora + e.gate + e.drift + e.memory + e.fusion + e.mix
     );
     assert_eq!(
         total.total(),
-        e.base + e.lora + e.gate + e.drift + e.drift_state + e.memory + e.fusion
+        e.base + e.lora + e.gate + e.drift + e.drift_state + e.memory + e.fusion + e.mix
     );
+    // One path only: the other's modules are inactive (the value and consolidation
+    // projections serve only the hidden path).
+    let d = g.hidden_size;
+    let value_and_consolidation = d * d + d + d * d;
+    let m = build(HippoFormerConfig {
+        fusion_space: FusionSpace::Probability,
+        memory_value: hippo_model::MemoryValue::NextToken,
+        ..cfg.clone()
+    });
+    assert_eq!(row(&m, "fusion"), [0, 0, e.fusion, 0]);
+    assert_eq!(row(&m, "mix"), [e.mix, 0, 0, 0]);
+    assert_eq!(
+        row(&m, "memory"),
+        [
+            e.memory - value_and_consolidation,
+            0,
+            value_and_consolidation,
+            0
+        ]
+    );
+    let m = build(HippoFormerConfig {
+        fusion_space: FusionSpace::Hidden,
+        ..cfg.clone()
+    });
+    assert_eq!(row(&m, "fusion"), [e.fusion, 0, 0, 0]);
+    assert_eq!(row(&m, "mix"), [0, 0, e.mix, 0]);
+    assert_eq!(row(&m, "memory"), [e.memory, 0, 0, 0]);
     // Every tensor belongs to a row, and the Display table names every row.
     assert!(m.parameter_list().iter().all(|(_, _, c)| c.is_some()));
     let text = report.to_string();
-    for name in ["base", "lora", "gate", "drift", "memory", "fusion", "total"] {
+    for name in [
+        "base", "lora", "gate", "drift", "memory", "fusion", "mix", "total",
+    ] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
             "{name} in\n{text}"
@@ -556,12 +611,15 @@ fn parameter_report_matches_hand_counts_and_follows_the_config() {
         ..cfg.clone()
     });
     assert_eq!(row(&m, "fusion"), [1, 0, e.fusion - 1, 0]);
+    // Without the gate, the mixture keeps only its opening.
+    assert_eq!(row(&m, "mix"), [1, 0, e.mix - 1, 0]);
     let m = build(HippoFormerConfig {
         memory: false,
         ..cfg.clone()
     });
     assert_eq!(row(&m, "memory"), [0, 0, e.memory, 0]);
     assert_eq!(row(&m, "fusion"), [0, 0, e.fusion, 0]);
+    assert_eq!(row(&m, "mix"), [0, 0, e.mix, 0]);
     // The smoothing width changes the gate.
     let k3 = HippoFormerConfig {
         salience_min_duration: 3,

@@ -54,7 +54,7 @@ use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use hippo_gemma::{Gemma, GemmaConfig, GemmaFamily};
-use hippo_model::{HippoFormer, HippoFormerConfig};
+use hippo_model::{FusionSpace, HippoFormer, HippoFormerConfig, MemoryScoring, MemoryValue};
 
 /// Segment length: the base model's whole context.
 const T: usize = 8;
@@ -178,6 +178,15 @@ fn config(memory: bool) -> HippoFormerConfig {
         fusion_n_heads: 4,
         memory,
         seed: seed(),
+        // The answer is two tokens after the key (`KEY k VAL v`), so a copy of "what followed
+        // the similar state" (the probability path: after `k` came `VAL`) cannot answer it; the
+        // hidden-space path with learned projections can. This test trains that path, with the
+        // reference's memory (configs/reference.toml); `copy_task.rs` tests the probability path.
+        memory_value: MemoryValue::Hidden,
+        fusion_space: FusionSpace::Hidden,
+        memory_scoring: MemoryScoring::ScaledDot,
+        memory_score_scale: 1.0,
+        decay_rate: 0.9,
         ..HippoFormerConfig::default()
     }
 }

@@ -176,6 +176,12 @@ pub struct TrainOptions {
     pub output_dir: PathBuf,
     /// Continue from the newest checkpoint in `output_dir` (a fresh start if there is none).
     pub resume: bool,
+    /// Start a fresh run (step 0, new optimizer state, empty memory) from this checkpoint's
+    /// trainable weights instead of the initialisation, e.g. one written by `cargo xtask
+    /// calibrate`. Its config must be the run's config (but for `base_model`); a `resume` that
+    /// finds a checkpoint of its own takes precedence.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// Log a plain line every N steps when stderr is not a terminal.
     pub log_every: usize,
     /// Stop this invocation once this many steps are done (writing a checkpoint there) without
@@ -213,6 +219,7 @@ impl Default for TrainOptions {
             seed: 0,
             output_dir: PathBuf::from("runs/train"),
             resume: false,
+            init_from: None,
             log_every: 10,
             stop_at_step: None,
             extra_devices: Vec::new(),
@@ -407,6 +414,7 @@ fn detach(state: MemoryState) -> MemoryState {
         ages: state.ages.detach(),
         valid: state.valid,
         accepted_writes: state.accepted_writes,
+        next_tokens: state.next_tokens,
     }
 }
 
@@ -484,8 +492,9 @@ fn shard_rows(b: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>
 /// What one shard of a micro-batch produced.
 struct ShardOut {
     grads: GradientsParams,
-    /// total, lm, salience-weighted, sparsity, memory-util, drift-reg (unweighted shard means).
-    values: [f64; 6],
+    /// total, lm, salience-weighted, sparsity, memory-util, drift-reg, usefulness (unweighted
+    /// shard means).
+    values: [f64; 7],
     salience: f64,
     tagged: f64,
     drift: f64,
@@ -518,11 +527,12 @@ fn shard_step(
             terms.sparsity.clone(),
             terms.memory_util.clone(),
             terms.drift_reg.clone(),
+            terms.usefulness.clone(),
         ],
         0,
     );
     let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
-    let mut values = [0.0; 6];
+    let mut values = [0.0; 7];
     for (dst, src) in values.iter_mut().zip(&v) {
         *dst = *src;
     }
@@ -566,6 +576,7 @@ struct StepSums {
     sparsity: f64,
     memory_util: f64,
     drift_reg: f64,
+    usefulness: f64,
     salience: f64,
     tagged: f64,
     drift: f64,
@@ -584,6 +595,7 @@ impl StepSums {
         self.sparsity += w * o.values[3];
         self.memory_util += w * o.values[4];
         self.drift_reg += w * o.values[5];
+        self.usefulness += w * o.values[6];
         self.salience += w_real * o.salience;
         self.tagged += w_real * o.tagged;
         self.drift += w_real * o.drift;
@@ -688,6 +700,13 @@ pub fn train_model(
         resumed_from = Some(s);
         last_checkpoint = Some(dir.clone());
         tracing::info!(step, checkpoint = %dir.display(), "resumed");
+    }
+    if resumed_from.is_none()
+        && let Some(dir) = &opts.init_from
+    {
+        let (m, meta) = checkpoint::load_into(model, dir, &base_ref)?;
+        model = m;
+        tracing::info!(checkpoint = %dir.display(), from_step = meta.step, "initialised from");
     }
 
     let devices: Vec<Device> = std::iter::once(ad.clone())
@@ -939,6 +958,7 @@ pub fn train_model(
             sparsity: sums.sparsity / n,
             memory_util: sums.memory_util / n,
             drift_reg: sums.drift_reg / n,
+            usefulness: sums.usefulness / n,
             mean_salience: sums.salience / n,
             tagged_ratio: sums.tagged / n,
             buffer_util: model.memory.stats(&mem).utilisation,

@@ -56,10 +56,13 @@ pub enum Split {
     Valid,
     /// Test documents (hash buckets `[95, 100)`).
     Test,
+    /// Every document, for a corpus without its own split (e.g. a user's `txt-dir:` of
+    /// documents to evaluate on); a corpus with its own split (WikiText) refuses it.
+    All,
 }
 
 impl Split {
-    /// All splits, in order.
+    /// The three disjoint splits, in order ([`Split::All`] is their union).
     pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
 
     /// `train`, `valid` or `test`.
@@ -68,6 +71,7 @@ impl Split {
             Split::Train => "train",
             Split::Valid => "valid",
             Split::Test => "test",
+            Split::All => "all",
         }
     }
 }
@@ -86,6 +90,7 @@ impl FromStr for Split {
             "train" => Ok(Split::Train),
             "valid" | "validation" | "val" => Ok(Split::Valid),
             "test" => Ok(Split::Test),
+            "all" => Ok(Split::All),
             _ => Err(DataError::UnknownSplit { name: s.to_owned() }),
         }
     }
@@ -254,6 +259,12 @@ impl CorpusSpec {
                 }
                 Ok(files)
             }
+            CorpusSpec::WikitextRaw(_) | CorpusSpec::WikitextHf(_) if split == Split::All => {
+                Err(DataError::BadConfig(format!(
+                    "`{self}` brings its own train/valid/test split; --split all is for corpora \
+                     without one (wiki-sample, sotu, txt-dir:)"
+                )))
+            }
             CorpusSpec::WikitextRaw(_) => {
                 let file = root.join(format!("wiki.{}.raw", split.name()));
                 if !file.is_file() {
@@ -270,7 +281,7 @@ impl CorpusSpec {
                 let prefix = match split {
                     Split::Train => "train-",
                     Split::Valid => "validation-",
-                    Split::Test => "test-",
+                    Split::Test | Split::All => "test-",
                 };
                 let files = list_files(&dir, |n| n.starts_with(prefix) && n.ends_with(".parquet"))?;
                 if files.is_empty() {
@@ -348,7 +359,7 @@ impl CorpusSpec {
             });
         }
         let total = docs.len();
-        if !self.has_own_split() {
+        if !self.has_own_split() && split != Split::All {
             docs.retain(|d| split_of_id(&d.id) == split);
         }
         if docs.is_empty() {

@@ -26,6 +26,9 @@ pub struct StepMetrics {
     pub memory_util: f64,
     /// Drift regulariser.
     pub drift_reg: f64,
+    /// Salience usefulness loss (BCE against `σ(NLL_t − mean NLL)`).
+    #[serde(default)]
+    pub usefulness: f64,
     /// Mean salience over real tokens.
     pub mean_salience: f64,
     /// Fraction of real tokens with salience > 0.5.

@@ -186,7 +186,7 @@ fn f32_bytes(t: TensorData) -> Result<Vec<u8>, String> {
 }
 
 /// Saves a memory state bit-exactly (f32 states, priorities and ages; u8 validity; i64 write
-/// counts).
+/// counts and stored next tokens).
 pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
     let err = |m: String| ck(path, format!("saving the memory state: {m}"));
     let [b, m, d] = state.states.dims();
@@ -196,6 +196,13 @@ pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
     let valid: Vec<u8> = state.valid.to_data().iter::<bool>().map(u8::from).collect();
     let writes: Vec<u8> = state
         .accepted_writes
+        .to_data()
+        .convert::<i64>()
+        .iter::<i64>()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let next: Vec<u8> = state
+        .next_tokens
         .to_data()
         .convert::<i64>()
         .iter::<i64>()
@@ -218,6 +225,7 @@ pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
         ("ages", view(path, Dtype::F32, vec![b, m], &ages)?),
         ("valid", view(path, Dtype::U8, vec![b, m], &valid)?),
         ("accepted_writes", view(path, Dtype::I64, vec![b], &writes)?),
+        ("next_tokens", view(path, Dtype::I64, vec![b, m], &next)?),
     ];
     safetensors::serialize_to_file(tensors, None, path).map_err(|e| ck(path, e.to_string()))
 }
@@ -262,10 +270,13 @@ pub fn load_memory(
         .into_iter()
         .map(|x| x != 0)
         .collect();
-    let writes: Vec<i64> = get("accepted_writes", Dtype::I64, &[b])?
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
+    let i64s = |b: Vec<u8>| -> Vec<i64> {
+        b.chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()
+    };
+    let writes = i64s(get("accepted_writes", Dtype::I64, &[b])?);
+    let next = i64s(get("next_tokens", Dtype::I64, &[b, m])?);
     Ok(MemoryState {
         states: Tensor::from_data(TensorData::new(states, [b, m, d]), device),
         priorities: Tensor::from_data(TensorData::new(priorities, [b, m]), device),
@@ -273,6 +284,10 @@ pub fn load_memory(
         valid: Tensor::<2, Bool>::from_data(TensorData::new(valid, [b, m]), device),
         accepted_writes: Tensor::<1, Int>::from_data(
             TensorData::new(writes, [b]).convert_dtype(int_dtype),
+            device,
+        ),
+        next_tokens: Tensor::<2, Int>::from_data(
+            TensorData::new(next, [b, m]).convert_dtype(int_dtype),
             device,
         ),
     })

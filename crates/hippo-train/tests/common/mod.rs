@@ -98,6 +98,7 @@ pub fn opts(dir: &Path) -> TrainOptions {
         seed: 7,
         output_dir: dir.to_path_buf(),
         resume: false,
+        init_from: None,
         log_every: 100,
         stop_at_step: None,
         extra_devices: Vec::new(),

@@ -1,0 +1,259 @@
+//! Calibration without backprop: the retrieval's score scale `θ` and the opening of the
+//! probability mixture, line-searched on held-out documents.
+//!
+//! The memory's content does not depend on `θ` or `λ` (what is written depends on salience only),
+//! and the LM distribution does not depend on them either (they act after the LM head, on the
+//! probability path), so one streaming pass over the documents gives everything: per target, the
+//! LM probability `p_LM(y)` and, for every `θ` of the grid, the memory's `p_mem(y)` (the model's
+//! own multi-round replay with that `θ`) and whether any entry was eligible. The mixture's NLL
+//! `−ln((1 − λ)·p_LM + λ·p_mem)` (λ only where an entry was eligible) is then computed for every
+//! `(θ, λ)` on the host. The best pair is applied by [`apply`]: `θ` into the buffer's
+//! `ln θ`, and the opening `o = λ / σ(0) = 2λ` (a fresh gate reads σ(0) = ½ everywhere).
+//!
+//! This is the neural cache's recipe (Grave et al. 2017: θ and λ tuned on validation data) run
+//! through HippoFormer's own salience → buffer → replay path.
+
+use std::sync::Arc;
+
+use burn::module::Param;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use hippo_model::HippoFormer;
+use hippo_model::fusion::MAX_OPENING;
+use hippo_train::data::{BatcherConfig, IGNORE_INDEX, StreamBatcher, TokenizedCorpus};
+use serde::{Deserialize, Serialize};
+
+use crate::{EvalError, EvalOptions, Progress, Result, check_options, ids_tensor, to_host_f32};
+
+/// The values tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationGrid {
+    /// Score scales `θ` (> 0).
+    pub score_scales: Vec<f64>,
+    /// Mixture weights `λ` (in `(0, MAX_OPENING/2]`).
+    pub lambdas: Vec<f64>,
+}
+
+impl Default for CalibrationGrid {
+    fn default() -> Self {
+        Self {
+            score_scales: vec![5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0],
+            lambdas: vec![0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4],
+        }
+    }
+}
+
+/// One point of the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationPoint {
+    /// `θ`.
+    pub score_scale: f64,
+    /// `λ`.
+    pub lambda: f64,
+    /// Mean NLL per target with this pair.
+    pub mean_nll: f64,
+}
+
+/// What calibration found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Documents read.
+    pub documents: usize,
+    /// Targets scored.
+    pub tokens: usize,
+    /// Targets where memory had an eligible entry.
+    pub tokens_with_memory: usize,
+    /// Mean NLL of the LM alone (λ = 0: the model without the probability path).
+    pub lm_mean_nll: f64,
+    /// Every point of the grid.
+    pub grid: Vec<CalibrationPoint>,
+    /// The best point.
+    pub best: CalibrationPoint,
+}
+
+fn check_grid(grid: &CalibrationGrid) -> Result<()> {
+    let max_lambda = f64::from(MAX_OPENING) / 2.0;
+    if grid.score_scales.is_empty() || grid.lambdas.is_empty() {
+        return Err(EvalError::Options(
+            "the calibration grid needs at least one score scale and one λ".into(),
+        ));
+    }
+    if let Some(t) = grid
+        .score_scales
+        .iter()
+        .find(|t| !(t.is_finite() && **t > 0.0))
+    {
+        return Err(EvalError::Options(format!(
+            "score scale {t} must be finite and > 0"
+        )));
+    }
+    if let Some(l) = grid
+        .lambdas
+        .iter()
+        .find(|l| !(**l > 0.0 && **l <= max_lambda))
+    {
+        return Err(EvalError::Options(format!(
+            "λ = {l} must lie in (0, {max_lambda}] (the opening 2λ is at most {MAX_OPENING})"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the grid over `corpus` (see the [module docs](self)). The model needs memory on and a
+/// probability path (`fusion_space = "probability"` or `"both"`).
+pub fn calibrate(
+    model: &HippoFormer,
+    corpus: Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    grid: &CalibrationGrid,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Calibration> {
+    check_options(opts)?;
+    check_grid(grid)?;
+    let c = &model.config;
+    if !c.memory || !c.fusion_space.probability() {
+        return Err(EvalError::Options(
+            "calibration needs memory = true and a probability path (fusion_space = \
+             \"probability\" or \"both\")"
+                .into(),
+        ));
+    }
+    if c.is_leaky() {
+        return Err(EvalError::Leaky);
+    }
+    let corpus = crate::truncated(corpus, opts.max_docs);
+    let layout = model.segment_layout(opts.seq_len);
+    let config = BatcherConfig::new(opts.seq_len, opts.streams)
+        .with_layout(layout)
+        .with_min_tokens(2);
+    let batcher = StreamBatcher::new(corpus.clone(), config)?;
+    let variants: Vec<HippoFormer> = grid
+        .score_scales
+        .iter()
+        .map(|&theta| with_score_scale(model.clone(), theta, device))
+        .collect();
+    let mut state = model.empty_state(opts.streams, device);
+    let n_theta = grid.score_scales.len();
+    // Per scored target: p_LM(y), then per θ: p_mem(y) and whether memory had an entry.
+    let mut p_lm: Vec<f64> = Vec::new();
+    let mut p_mem: Vec<Vec<f64>> = vec![Vec::new(); n_theta];
+    let mut present: Vec<Vec<bool>> = vec![Vec::new(); n_theta];
+    let tokens_total: usize = corpus
+        .docs
+        .iter()
+        .map(|d| d.tokens.len().saturating_sub(1))
+        .sum();
+    for batch in batcher {
+        let resets: Vec<usize> = batch
+            .reset
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| i)
+            .collect();
+        if !resets.is_empty() {
+            state = state
+                .reset_row_indices(&resets)
+                .map_err(hippo_model::HippoError::from)?;
+        }
+        let (ids, valid) = ids_tensor(&batch, device);
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let out = model.forward(ids, valid, &state)?;
+        let targets = batch.targets_flat();
+        let scored: Vec<bool> = targets.iter().map(|&y| y != IGNORE_INDEX).collect();
+        let safe: Vec<i64> = targets.iter().map(|&y| y.max(0)).collect();
+        let y = Tensor::<2, Int>::from_data(TensorData::new(safe, [b, t]), device);
+        let v = out.lm_logits.dims()[2];
+        let lp =
+            burn::tensor::activation::log_softmax(out.lm_logits.clone().reshape([b * t, v]), 1)
+                .gather(1, y.clone().reshape([b * t, 1]))
+                .reshape([b * t]);
+        let lp = to_host_f32(lp)?;
+        p_lm.extend(
+            lp.iter()
+                .zip(&scored)
+                .filter(|(_, s)| **s)
+                .map(|(&l, _)| f64::from(l).exp()),
+        );
+        let m = state.capacity();
+        let eq = state
+            .next_tokens
+            .clone()
+            .reshape([b, 1, m])
+            .expand([b, t, m])
+            .equal(y.clone().reshape([b, t, 1]).expand([b, t, m]))
+            .float();
+        for (k, variant) in variants.iter().enumerate() {
+            let r = variant
+                .memory
+                .retrieve(out.hidden.clone(), &state)
+                .map_err(hippo_model::HippoError::from)?;
+            let w = r.next_token_weights(&state);
+            let pm = to_host_f32(w.mul(eq.clone()).sum_dim(2).reshape([b * t]))?;
+            let any: Vec<bool> = r.any.clone().into_data().iter::<bool>().collect();
+            for i in (0..b * t).filter(|&i| scored[i]) {
+                p_mem[k].push(f64::from(pm[i]));
+                present[k].push(any[i]);
+            }
+        }
+        state = model.commit(state, &out)?.0;
+        progress(Progress {
+            tokens_done: p_lm.len(),
+            tokens_total,
+        });
+    }
+    let n = p_lm.len();
+    if n == 0 {
+        return Err(EvalError::Options(
+            "calibration found no target to score".into(),
+        ));
+    }
+    let lm_mean_nll = p_lm.iter().map(|p| -p.ln()).sum::<f64>() / n as f64;
+    let mut points = Vec::with_capacity(n_theta * grid.lambdas.len());
+    for (k, &theta) in grid.score_scales.iter().enumerate() {
+        for &lambda in &grid.lambdas {
+            let total: f64 = (0..n)
+                .map(|i| {
+                    let l = if present[k][i] { lambda } else { 0.0 };
+                    -((1.0 - l) * p_lm[i] + l * p_mem[k][i]).ln()
+                })
+                .sum();
+            points.push(CalibrationPoint {
+                score_scale: theta,
+                lambda,
+                mean_nll: total / n as f64,
+            });
+        }
+    }
+    let best = points
+        .iter()
+        .min_by(|a, b| a.mean_nll.total_cmp(&b.mean_nll))
+        .cloned()
+        .ok_or_else(|| EvalError::Options("empty calibration grid".into()))?;
+    let tokens_with_memory = present
+        .first()
+        .map_or(0, |p| p.iter().filter(|x| **x).count());
+    Ok(Calibration {
+        documents: corpus.docs.len(),
+        tokens: n,
+        tokens_with_memory,
+        lm_mean_nll,
+        grid: points,
+        best,
+    })
+}
+
+fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> HippoFormer {
+    model.memory.log_score_scale =
+        Param::from_tensor(Tensor::from_floats([theta.ln() as f32], device));
+    model
+}
+
+/// The model with `θ` and the opening `o = 2λ` of `point` (see the [module docs](self)).
+pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
+    let device = model.mix.opening.val().device();
+    let mut model = with_score_scale(model, point.score_scale, &device);
+    let o = (2.0 * point.lambda).min(f64::from(MAX_OPENING)) as f32;
+    model.mix.opening = Param::from_tensor(Tensor::from_floats([o], &device));
+    model
+}
