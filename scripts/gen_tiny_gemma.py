@@ -8,6 +8,10 @@ Makes:
   tests/fixtures/tiny-gemma3/  config.json, model-0000N-of-0000M.safetensors (bfloat16, sharded),
                                model.safetensors.index.json, config.v4.json, config.v5.json,
                                reference.json
+  tests/fixtures/tiny-gemma1-gelu-legacy/
+                               config.json (4.x gemma-2b layout, legacy hidden_act="gelu"),
+                               model.safetensors (bfloat16, single file), config.v5.json,
+                               reference.json
 
 From: nothing but transformers model classes (GemmaForCausalLM, Gemma2ForCausalLM,
 Gemma3ForCausalLM + Gemma3TextConfig) built from small configs in code, with weights drawn from a
@@ -20,20 +24,30 @@ transformers-4.x form of the same model (top-level `rope_theta` / `rope_local_ba
 (Gemma3 only) is the 5.x form. The script asserts that every form loads back into an identical
 config.
 
+tiny-gemma1-gelu-legacy pins the legacy activation key of the official gemma-2b/7b configs: its
+config.json is the 4.x layout with `"hidden_act": "gelu"` and `"hidden_activation": null`, which
+transformers runs as the tanh approximation, not exact GELU (5.x: GemmaConfig.__post_init__ rewrites
+the legacy "gelu"; 4.x before PR #35235, e.g. 4.46: GemmaMLP read only `hidden_activation`, None ->
+tanh; 4.x after it, e.g. 4.57, ran `hidden_act` literally, the regression 5.x fixed); config.v5.json
+is what 5.x save_pretrained writes for the same model (`"hidden_act": "gelu_pytorch_tanh"`). Its "ablations"
+hold the NLLs with exact GELU forced (what a loader reading the legacy "gelu" literally computes):
+the worst per-token NLL moves by several times the 1e-4 the Rust tests allow.
+
 reference.json: per-token NLL for two random sequences (each starts with BOS=2), computed in
-float32 with attn_implementation="eager" on the checkpoint loaded back from disk (for Gemma3 the
-bf16 weights are upcast to float32 at load, like the Rust loader does). Each sequence is run
+float32 with attn_implementation="eager" on the checkpoint loaded back from disk (for the bf16 ones
+the weights are upcast to float32 at load, like the Rust loader does). Each sequence is run
 on its own (batch 1, no padding). nll[i][t] = -log p(input_ids[i][t+1] | input_ids[i][..=t]).
 "ablations" holds mean NLLs with a feature switched off, proving softcaps / sliding windows bite.
 
-Deterministic (seeded). Run from the repo root:
-    /work/venv/py/bin/python scripts/gen_tiny_gemma.py
+Deterministic (seeded). Run from the repo root (optionally naming the fixtures to rebuild):
+    /work/venv/py/bin/python scripts/gen_tiny_gemma.py [tiny-gemma1 ...]
 Outputs are committed; Rust tests and CI never need Python.
 """
 import copy
 import json
 import os
 import shutil
+import sys
 
 import torch
 import transformers
@@ -108,7 +122,9 @@ def make_configs():
             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
         },
     ))
-    return g1, g2, g3
+    # Same shape as g1; saved as bf16 (like gemma-2b) and rewritten to the gemma-2b config layout.
+    g1_legacy = copy.deepcopy(g1)
+    return g1, g2, g3, g1_legacy
 
 
 def randomize(model, seed):
@@ -192,16 +208,29 @@ def to_v4(cfg_dict, model_type):
     return d
 
 
+def to_gemma2b_layout(cfg_dict):
+    """The 4.x layout of the official gemma-2b/7b config.json: legacy `hidden_act: "gelu"` (meant as
+    the tanh approximation) beside `hidden_activation: null`."""
+    assert cfg_dict["model_type"] == "gemma" and cfg_dict["hidden_act"] == "gelu_pytorch_tanh"
+    d = to_v4(cfg_dict, "gemma")
+    d["hidden_act"] = "gelu"
+    d["hidden_activation"] = None
+    d.pop("use_bidirectional_attention", None)  # a later key, not in gemma-2b's config
+    d["transformers_version"] = "4.x gemma-2b layout (hand-converted by scripts/gen_tiny_gemma.py)"
+    return d
+
+
 def check_same_config(cls, d_a, d_b):
     a = cls.config_class.from_dict(copy.deepcopy(d_a)).to_dict()
     b = cls.config_class.from_dict(copy.deepcopy(d_b)).to_dict()
-    for k in ("transformers_version", "dtype", "torch_dtype"):
+    # hidden_activation: a key GemmaConfig (5.x) does not have; kept as an extra attribute, unread
+    for k in ("transformers_version", "dtype", "torch_dtype", "hidden_activation"):
         a.pop(k, None)
         b.pop(k, None)
     assert a == b, {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
 
 
-def build(name, cls, cfg, seed, dtype_saved, shard=None):
+def build(name, cls, cfg, seed, dtype_saved, shard=None, legacy_gelu=False):
     out = os.path.join(OUT, name)
     if os.path.isdir(out):
         shutil.rmtree(out)
@@ -222,11 +251,22 @@ def build(name, cls, cfg, seed, dtype_saved, shard=None):
     with open(os.path.join(out, "config.json")) as f:
         cfg_json = json.load(f)
     model_type = cfg_json["model_type"]
-    v4 = to_v4(cfg_json, model_type)
-    with open(os.path.join(out, "config.v4.json"), "w") as f:
-        json.dump(v4, f, indent=2, sort_keys=True)
-        f.write("\n")
-    check_same_config(cls, cfg_json, v4)
+    if legacy_gelu:
+        # config.json becomes the gemma-2b layout; the 5.x form save_pretrained wrote is config.v5.json
+        legacy = to_gemma2b_layout(cfg_json)
+        for fname, d in (("config.json", legacy), ("config.v5.json", cfg_json)):
+            with open(os.path.join(out, fname), "w") as f:
+                json.dump(d, f, indent=2, sort_keys=True)
+                f.write("\n")
+        check_same_config(cls, cfg_json, legacy)
+        loaded = cls.config_class.from_pretrained(out)
+        assert loaded.hidden_act == "gelu_pytorch_tanh", loaded.hidden_act
+    else:
+        v4 = to_v4(cfg_json, model_type)
+        with open(os.path.join(out, "config.v4.json"), "w") as f:
+            json.dump(v4, f, indent=2, sort_keys=True)
+            f.write("\n")
+        check_same_config(cls, cfg_json, v4)
     if model_type == "gemma3_text":
         # installed transformers is 5.x -> config.json already is the 5.x form
         assert int(transformers.__version__.split(".")[0]) >= 5, "add a hand-written 5.x converter"
@@ -249,6 +289,16 @@ def build(name, cls, cfg, seed, dtype_saved, shard=None):
         n_nocap, last_nocap = run_all(m, seqs)
         ablations["mean_nll_no_final_softcap"] = mean([mean(n) for n in n_nocap])
         ablations["max_abs_logit_seq0_before_final_softcap"] = float(last_nocap.abs().max())
+    if legacy_gelu:
+        # what a loader mapping the legacy "gelu" to exact GELU computes
+        m = load(cls, out, hidden_act="gelu")
+        assert isinstance(m.model.layers[0].mlp.act_fn, transformers.activations.GELUActivation)
+        n_exact = run_all(m, seqs)[0]
+        ablations["mean_nll_exact_gelu"] = mean([mean(n) for n in n_exact])
+        ablations["max_abs_dnll_exact_gelu"] = max(
+            abs(a - b) for ns, ne in zip(nlls, n_exact) for a, b in zip(ns, ne)
+        )
+        assert ablations["max_abs_dnll_exact_gelu"] > 5e-4, ablations
     ablations["max_abs_logit_seq0"] = float(last.abs().max())
     for k, v in ablations.items():
         if k.startswith("mean_nll_no"):
@@ -277,10 +327,20 @@ def build(name, cls, cfg, seed, dtype_saved, shard=None):
 
 def main():
     torch.use_deterministic_algorithms(True)
-    g1, g2, g3 = make_configs()
-    build("tiny-gemma1", GemmaForCausalLM, g1, seed=1, dtype_saved="float32")
-    build("tiny-gemma2", Gemma2ForCausalLM, g2, seed=2, dtype_saved="float32")
-    build("tiny-gemma3", Gemma3ForCausalLM, g3, seed=3, dtype_saved="bfloat16", shard="150KB")
+    g1, g2, g3, g1_legacy = make_configs()
+    builds = {
+        "tiny-gemma1": lambda n: build(n, GemmaForCausalLM, g1, seed=1, dtype_saved="float32"),
+        "tiny-gemma2": lambda n: build(n, Gemma2ForCausalLM, g2, seed=2, dtype_saved="float32"),
+        "tiny-gemma3": lambda n: build(
+            n, Gemma3ForCausalLM, g3, seed=3, dtype_saved="bfloat16", shard="150KB"
+        ),
+        "tiny-gemma1-gelu-legacy": lambda n: build(
+            n, GemmaForCausalLM, g1_legacy, seed=4, dtype_saved="bfloat16", legacy_gelu=True
+        ),
+    }
+    names = sys.argv[1:] or list(builds)
+    for n in names:
+        builds[n](n)
 
 
 if __name__ == "__main__":

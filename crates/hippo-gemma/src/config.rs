@@ -36,9 +36,10 @@ pub enum LayerType {
 /// The feed-forward activation (GeGLU gate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Activation {
-    /// GELU with the tanh approximation (`gelu_pytorch_tanh`, Gemma's default).
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`, Gemma's default; also Gemma 1's
+    /// legacy `hidden_act: "gelu"`, as in transformers).
     GeluTanh,
-    /// Exact (erf) GELU (`gelu`).
+    /// Exact (erf) GELU (`hidden_activation: "gelu"` in Gemma 2 / 3).
     GeluExact,
 }
 
@@ -234,18 +235,23 @@ impl GemmaConfig {
                 "tie_word_embeddings = false: every Gemma ties its LM head to the embedding",
             ));
         }
-        let act_name = raw
-            .hidden_activation
-            .clone()
-            .or(raw.hidden_act.clone())
-            .unwrap_or_else(|| "gelu_pytorch_tanh".into());
-        let activation = match act_name.as_str() {
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
-            "gelu" => Activation::GeluExact,
-            other => {
+        // The MLP activation, read as transformers 5.x reads it. Gemma 1 (GemmaMLP) reads
+        // `hidden_act` only, and GemmaConfig.__post_init__ turns its legacy value "gelu" (the
+        // official gemma-2b/7b configs) into "gelu_pytorch_tanh": "meant to target the tanh
+        // approximation". Gemma 2 and 3 read `hidden_activation` only, where "gelu" is exact.
+        // The other key is ignored; a missing (or null) one means gelu_pytorch_tanh.
+        let (act_key, act_name) = match family {
+            GemmaFamily::Gemma1 => ("hidden_act", raw.hidden_act.as_deref()),
+            _ => ("hidden_activation", raw.hidden_activation.as_deref()),
+        };
+        let activation = match (family, act_name.unwrap_or("gelu_pytorch_tanh")) {
+            (_, "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") => Activation::GeluTanh,
+            (GemmaFamily::Gemma1, "gelu") => Activation::GeluTanh,
+            (_, "gelu") => Activation::GeluExact,
+            (_, other) => {
                 return Err(GemmaError::config(
                     origin,
-                    format!("unsupported activation `{other}`"),
+                    format!("unsupported activation `{act_key}: {other}`"),
                 ));
             }
         };
@@ -628,6 +634,55 @@ mod tests {
         let text = GEMMA3_V4.replace("\"num_key_value_heads\": 1", "\"num_key_value_heads\": 3");
         let e = GemmaConfig::from_hf_json(&text, "x").expect_err("4 heads over 3 kv heads");
         assert!(e.to_string().contains("multiple"), "{e}");
+    }
+
+    fn activation_of(model_type: &str, act_keys: &str) -> Activation {
+        let text = format!(
+            r#"{{"model_type": "{model_type}", "vocab_size": 10, "hidden_size": 8,
+            "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "head_dim": 4{act_keys}}}"#
+        );
+        GemmaConfig::from_hf_json(&text, model_type)
+            .expect("parses")
+            .activation
+    }
+
+    #[test]
+    fn gemma1_legacy_gelu_is_the_tanh_approximation() {
+        use Activation::{GeluExact, GeluTanh};
+        // gemma-2b/7b: `hidden_act: "gelu"` beside a null or missing `hidden_activation`
+        for keys in [
+            r#", "hidden_act": "gelu", "hidden_activation": null"#,
+            r#", "hidden_act": "gelu""#,
+            "",
+            r#", "hidden_act": "gelu_pytorch_tanh""#,
+            // transformers 5.x reads only `hidden_act` for Gemma 1
+            r#", "hidden_activation": "gelu""#,
+            r#", "hidden_act": "gelu", "hidden_activation": "gelu""#,
+        ] {
+            assert_eq!(activation_of("gemma", keys), GeluTanh, "{keys}");
+        }
+        // Gemma 2 / 3 read only `hidden_activation`, where "gelu" is exact
+        for model_type in ["gemma2", "gemma3_text"] {
+            let exact = r#", "hidden_activation": "gelu", "hidden_act": "gelu_pytorch_tanh""#;
+            assert_eq!(activation_of(model_type, exact), GeluExact, "{model_type}");
+            for keys in [
+                r#", "hidden_act": "gelu""#,
+                r#", "hidden_act": "gelu", "hidden_activation": null"#,
+                r#", "hidden_activation": "gelu_pytorch_tanh""#,
+            ] {
+                assert_eq!(
+                    activation_of(model_type, keys),
+                    GeluTanh,
+                    "{model_type}{keys}"
+                );
+            }
+        }
+        let bad = r#"{"model_type": "gemma", "vocab_size": 10, "hidden_size": 8,
+            "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "head_dim": 4, "hidden_act": "relu"}"#;
+        let e = GemmaConfig::from_hf_json(bad, "g1").expect_err("relu is not supported");
+        assert!(e.to_string().contains("hidden_act: relu"), "{e}");
     }
 
     #[test]
