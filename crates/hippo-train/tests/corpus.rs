@@ -355,3 +355,34 @@ fn wikitext_hf_reads_a_pyarrow_written_file() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn split_all_is_every_document_of_a_corpus_without_its_own_split() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    for i in 0..40 {
+        fs::write(
+            tmp.path().join(format!("doc{i:02}.txt")),
+            format!("document number {i}\n"),
+        )?;
+    }
+    let spec: CorpusSpec = format!("txt-dir:{}", tmp.path().display()).parse()?;
+    let home = Path::new("/nonexistent");
+    let all = load_corpus(&spec, Split::All, home)?;
+    assert_eq!(all.len(), 40);
+    let parts: usize = Split::ALL
+        .iter()
+        .map(|&s| load_corpus(&spec, s, home).map_or(0, |d| d.len()))
+        .sum();
+    assert_eq!(parts, 40, "the three splits partition `all`");
+    assert_eq!("all".parse::<Split>()?, Split::All);
+    assert_eq!(Split::All.to_string(), "all");
+    // A corpus with its own split refuses it, saying why.
+    let wt = tempfile::tempdir()?;
+    write_wikitext_raw(wt.path())?;
+    let spec: CorpusSpec = format!("wikitext-raw:{}", wt.path().display()).parse()?;
+    let err = load_corpus(&spec, Split::All, home)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("own train/valid/test split"), "{err}");
+    Ok(())
+}
