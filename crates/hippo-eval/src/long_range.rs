@@ -215,8 +215,8 @@ pub fn long_range(
             }
             for (sums, on) in [(&mut all, true), (&mut far, fc)] {
                 if on {
-                    for s in 0..4 {
-                        sums.nll[d][s] += x[s];
+                    for (acc, v) in sums.nll[d].iter_mut().zip(x) {
+                        *acc += v;
                     }
                     sums.n[d] += 1.0;
                 }

@@ -298,15 +298,16 @@ fn bootstrap_of_a_statistic_draws_like_the_mean_bootstrap() {
     let x = [1.0, 4.0, 2.5, 8.0, 3.0, 0.5];
     let mean =
         |c: &[f64]| c.iter().zip(&x).map(|(w, v)| w * v).sum::<f64>() / c.iter().sum::<f64>();
-    let a = hippo_eval::stats::bootstrap_statistic(x.len(), mean, 0.9, 500, 11).unwrap();
-    let b = hippo_eval::stats::bootstrap_mean_ci(&x, 0.9, 500, 11).unwrap();
+    let a = hippo_eval::stats::bootstrap_statistic(x.len(), mean, 0.9, 500, 11).expect("bootstrap");
+    let b = hippo_eval::stats::bootstrap_mean_ci(&x, 0.9, 500, 11).expect("bootstrap");
     assert!((a.mean - b.mean).abs() < 1e-12);
     assert!(
         (a.lo - b.lo).abs() < 1e-12 && (a.hi - b.hi).abs() < 1e-12,
         "{a:?} vs {b:?}"
     );
     // A ratio of sums; non-finite resamples are dropped, none finite is an error.
-    let r = hippo_eval::stats::bootstrap_statistic(3, |c| c[0] / c[1], 0.95, 200, 1).unwrap();
+    let r = hippo_eval::stats::bootstrap_statistic(3, |c| c[0] / c[1], 0.95, 200, 1)
+        .expect("bootstrap");
     assert!(r.lo.is_finite() && r.hi.is_finite() && r.lo <= r.mean.max(r.lo));
     assert!(hippo_eval::stats::bootstrap_statistic(3, |_| f64::NAN, 0.95, 50, 1).is_err());
     assert!(hippo_eval::stats::bootstrap_statistic(1, mean, 0.95, 50, 1).is_err());

@@ -11,6 +11,8 @@
 //! * `priorities P [B, M]`: the importance a state had when written.
 //! * `ages a [B, M]`: number of [`PriorityBuffer::age`] calls since the write.
 //! * `valid [B, M]`: occupied slots. `accepted_writes [B]`: running count of accepted tokens.
+//! * `next_tokens [B, M]`: the token that followed each stored state in its document (written by
+//!   [`PriorityBuffer::write_with_next`]; [`NO_NEXT_TOKEN`] in empty slots and for plain writes).
 //!
 //! With decay `d ∈ (0, 1)` (`decay_rate`) the **effective priority** of an entry is
 //! `eff = P·d^a`.
@@ -50,7 +52,8 @@
 //! consolidation projections (`W_q, W_k, W_v` affine, `W_c` linear):
 //!
 //! ```text
-//! s_{t,m}   = (W_q q_t)·(W_k x_m) / √D
+//! s_{t,m}   = θ · sim(W_q q_t, W_k x_m)              θ = exp(ln θ), learned
+//!             sim = cos (Scoring::Cosine: W_q = W_k = I at init) or u·v/√D (Scoring::ScaledDot)
 //! w⁰_{t,m}  = 0                                     working age, per row and per query position
 //! eff^r     = P_m · d^(a_m + w^r_{t,m})
 //! ℓ^r_{t,m} = (s_{t,m} + ln eff^r) / τ              priority term: ln eff (attention ∝ e^{s/τ}·eff^{1/τ})
@@ -58,8 +61,14 @@
 //!             (if every entry is excluded, α^r_{t,·} = 0)
 //! w^{r+1}   = w^r + α^r                             retrieved entries age by their retrieval strength
 //! c_r       = d^r / Σ_{r'<R} d^{r'}                 round weights, normalised to sum to 1
-//! memory_t  = W_c Σ_m (Σ_r c_r α^r_{t,m}) · (W_v x_m)
+//! a_{t,m}   = Σ_r c_r α^r_{t,m}                     the replay weights (PriorityBuffer::retrieve)
+//! memory_t  = W_c Σ_m a_{t,m} · (W_v x_m)             (PriorityBuffer::read over any values)
+//! p_mem,t(w) = Σ_m â_{t,m}·1[y_m = w]                 â = a renormalised over entries with a next token
 //! ```
+//!
+//! [`next_token_distribution`] is `p_mem` as a dense `[B, T, V]` tensor (rows sum to 1 where an
+//! entry was eligible, 0 elsewhere); [`next_token_mass`] gives `p_mem(y_m)` at each entry and marks
+//! the first entry of each distinct token, for a sparse mixture over the vocabulary.
 //!
 //! `W_c` has no bias, so an empty buffer replays exact zeros. Working ages live only inside one
 //! call; `replay` never modifies the state. Since the rounds combine linearly, the value product

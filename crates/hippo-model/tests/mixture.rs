@@ -55,7 +55,7 @@ fn commit_stores_the_token_that_followed_each_written_position() {
                 .find(|&t| &hidden[(r * 10 + t) * d..(r * 10 + t + 1) * d] == row)
                 .unwrap();
             assert!(
-                t >= 1 && t < 9,
+                (1..9).contains(&t),
                 "position {t}: BOS and the last position are never written"
             );
             assert_eq!(next[i], i64::from(rows[r][t + 1]));

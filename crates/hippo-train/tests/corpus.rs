@@ -381,7 +381,7 @@ fn split_all_is_every_document_of_a_corpus_without_its_own_split() -> TestResult
     write_wikitext_raw(wt.path())?;
     let spec: CorpusSpec = format!("wikitext-raw:{}", wt.path().display()).parse()?;
     let err = load_corpus(&spec, Split::All, home)
-        .unwrap_err()
+        .expect_err("a corpus with its own split refuses `all`")
         .to_string();
     assert!(err.contains("own train/valid/test split"), "{err}");
     Ok(())
