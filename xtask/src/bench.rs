@@ -231,9 +231,17 @@ fn hippo_overhead(
     let [lo, hi] = config.importance_range;
     let floor = (config.priority_threshold / config.decay_rate + 1e-3).max(lo);
     let state = hippo.empty_state(1, device);
-    let (state, _) = hippo.memory.write(
+    // Every entry with a next token, as HippoFormer's own writes store them (so the
+    // probability path's mixture works over M real tokens).
+    let vocab = base.config().vocab_size;
+    let next: Vec<i64> = (0..m as i64).map(|i| (i * 7919) % vocab as i64).collect();
+    let (state, _) = hippo.memory.write_with_next(
         state,
         Tensor::<3>::random([1, m, d], Distribution::Normal(0.0, 1.0), device),
+        Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(next, [1, m]),
+            device,
+        ),
         Tensor::<2>::random(
             [1, m],
             Distribution::Uniform(floor, hi.max(floor + 1.0)),
