@@ -83,6 +83,9 @@ pub enum EvalError {
     /// Reading a tensor back failed.
     #[error("reading results back from the device: {0}")]
     Readback(String),
+    /// A score came out NaN or infinite (named by scorer, document, segment and position).
+    #[error("non-finite score: {0}")]
+    NonFinite(String),
 }
 
 /// Shorthand.
@@ -381,7 +384,21 @@ pub fn evaluate_traced(
                         "target {j} of document {doc} lies past its end"
                     ))
                 })?;
-                *slot = nll[r * t + p];
+                let v = nll[r * t + p];
+                if !v.is_finite() {
+                    return Err(EvalError::NonFinite(format!(
+                        "{} gives NLL {v} (the logits there are not finite) at document {doc} \
+                         (`{}`), segment {k}, input position {p}, target {j} (predicting token \
+                         {} of the document)",
+                        match scorer {
+                            Scorer::Base(_) => "the base model",
+                            Scorer::Hippo(_) => "HippoFormer",
+                        },
+                        corpus.docs[doc].id,
+                        j + 1
+                    )));
+                }
+                *slot = v;
                 tokens_done += 1;
             }
             let n = corpus.docs[doc].tokens.len();
