@@ -219,3 +219,26 @@ fn a_non_finite_weight_is_named_at_load() {
         "{e}"
     );
 }
+
+#[test]
+fn a_config_with_a_trillion_layers_is_refused_before_anything_is_sized_by_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-gemma3");
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["config.v4.json", "config.v5.json"] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join(name)).unwrap()).unwrap();
+        v["num_hidden_layers"] = serde_json::json!(1_000_000_000_000u64);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("layer_types");
+        }
+        let p = tmp.path().join("config.json");
+        std::fs::write(&p, v.to_string()).unwrap();
+        PEAK.store(0, Ordering::Relaxed);
+        let e = hippo_gemma::GemmaConfig::from_hf_file(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1000000000000 layers"), "{name}: {e}");
+        assert!(PEAK.load(Ordering::Relaxed) < 1 << 20);
+    }
+}
