@@ -198,10 +198,13 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     let mut model = apply(model, &cal.best);
     model.config.memory_score_scale = cal.best.score_scale;
     let base_ref = BaseRef::of(location.path()).map_err(model_err)?;
-    checkpoint::save(&model, &args.output, step, &base_ref).map_err(model_err)?;
+    // calibration.json first, so the checkpoint's seal covers it too.
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
     let json_path = args.output.join("calibration.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&cal)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
+    checkpoint::save(&model, &args.output, step, &base_ref).map_err(model_err)?;
     println!(
         "calibrated on {} documents, {} targets ({} with memory): LM alone {:.4} nats \
          (ppl {:.3}); best θ = {}, λ = {}: {:.4} nats (ppl {:.3}, {:+.2}%)",

@@ -69,6 +69,9 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     let step = report.step.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
     let meta = checkpoint::save(&model, &args.output, step, &base_ref)
         .with_context(|| format!("writing {}", args.output.display()))?;
+    // Read back through the check every load makes (hashes of every file in meta.json).
+    checkpoint::verify(&args.output)
+        .with_context(|| format!("verifying {} after writing it", args.output.display()))?;
     println!("{}", model.parameter_report());
     println!(
         "wrote {} ({} tensors, step {})",

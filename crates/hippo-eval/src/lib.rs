@@ -86,6 +86,9 @@ pub enum EvalError {
     /// Reading a tensor back failed.
     #[error("reading results back from the device: {0}")]
     Readback(String),
+    /// A score came out NaN or infinite (named by scorer, document, segment and position).
+    #[error("non-finite score: {0}")]
+    NonFinite(String),
 }
 
 /// Shorthand.
@@ -434,6 +437,23 @@ fn evaluate_streams(
                         "target {j} of document {doc} lies past its end"
                     ))
                 })?;
+                for (o, x) in nll.iter().enumerate() {
+                    let v = x[r * t + p];
+                    if !v.is_finite() {
+                        return Err(EvalError::NonFinite(format!(
+                            "{} gives NLL {v} (the logits there are not finite) at document \
+                             {doc} (`{}`), segment {k}, input position {p}, target {j} \
+                             (predicting token {} of the document)",
+                            match (scorer, o) {
+                                (Scorer::Base(_), _) => "the base model",
+                                (Scorer::Hippo(_), 0) => "HippoFormer",
+                                (Scorer::Hippo(_), _) => "HippoFormer with memory off",
+                            },
+                            corpus.docs[doc].id,
+                            j + 1
+                        )));
+                    }
+                }
                 *slot = nll[0][r * t + p];
                 if let (Some(tw), Some(x)) = (twin.as_mut(), nll.get(1))
                     && let Some(slot) = tw.nll[doc].get_mut(j)

@@ -186,6 +186,19 @@ fn rope_entry(v: &Value, default_theta: f64, origin: &str) -> Result<Rope> {
     }
 }
 
+fn check_layer_count(num_layers: usize, origin: &str) -> Result<()> {
+    if num_layers > GemmaConfig::MAX_LAYERS {
+        return Err(GemmaError::config(
+            origin,
+            format!(
+                "{num_layers} layers (at most {} are accepted)",
+                GemmaConfig::MAX_LAYERS
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl GemmaConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
@@ -227,6 +240,7 @@ impl GemmaConfig {
         };
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
         let num_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        check_layer_count(num_layers, origin)?;
         let num_heads = need(raw.num_attention_heads, "num_attention_heads")?;
         let head_dim = raw.head_dim.unwrap_or(256);
         if raw.tie_word_embeddings == Some(false) {
@@ -358,6 +372,11 @@ impl GemmaConfig {
         Ok(cfg)
     }
 
+    /// The most decoder layers a config may declare (the largest Gemma has 62): checked before
+    /// anything is sized by the count (found by fuzzing: `num_hidden_layers = 10^12` tried to
+    /// allocate a terabyte of layer types).
+    pub const MAX_LAYERS: usize = 4096;
+
     /// `pattern = p`: every p-th layer (1-based) is full, the others slide (transformers' rule).
     fn pattern(num_layers: usize, p: usize) -> Vec<LayerType> {
         (0..num_layers)
@@ -399,6 +418,7 @@ impl GemmaConfig {
         };
         let hidden_size = need("embedding_length")?;
         let num_layers = need("block_count")?;
+        check_layer_count(num_layers, origin)?;
         let num_heads = need("attention.head_count")?;
         let head_dim = get_u(&key("attention.key_length"))
             .map(|v| v as usize)

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod gguf_check;
 pub mod load;
 pub mod lora;
 pub mod model;

@@ -114,7 +114,11 @@ impl Sampler {
             return Err(GemmaError::InvalidInput("no logits to sample from".into()));
         }
         if let Some(i) = logits.iter().position(|x| x.is_nan()) {
-            return Err(GemmaError::InvalidInput(format!("logit {i} is NaN")));
+            let n = logits.iter().filter(|x| x.is_nan()).count();
+            return Err(GemmaError::InvalidInput(format!(
+                "the logits are NaN at {n} of {} vocabulary entries (first: token id {i})",
+                logits.len()
+            )));
         }
         if self.config.greedy {
             return Ok(argmax(logits));
@@ -313,7 +317,18 @@ pub fn generate(
         }
         let t = last_hidden.dims()[1];
         let logits = model.lm_head(last_hidden.slice_dim(1, t - 1..t));
-        let next = sampler.sample_last(logits)?;
+        let next = sampler.sample_last(logits).map_err(|e| {
+            let e = match e {
+                GemmaError::InvalidInput(m) => m,
+                e => e.to_string(),
+            };
+            GemmaError::InvalidInput(format!(
+                "at stream position {} (prompt of {} tokens, {} generated): {e}",
+                seq.len() - 1,
+                prompt.len(),
+                tokens.len()
+            ))
+        })?;
         if options.stop_tokens.contains(&next) {
             break StopReason::StopToken(next);
         }

@@ -35,10 +35,26 @@ impl GemmaTokenizer {
                         .into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| GemmaError::Tokenizer {
+        let err = |message: String| GemmaError::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        // JSON syntax first: tokenizers 0.22 panics (`expect("Helper")` in its decoder's
+        // Deserialize) on some malformed JSON instead of returning an error (found by fuzzing).
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+            .map_err(|e| err(format!("not valid JSON: {e}")))?;
+        // And should another of its deserializers panic, that is an error about this file too.
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_default();
+                err(format!("the tokenizers crate panicked reading it: {what}"))
+            })?
+            .map_err(|e| err(e.to_string()))?;
         let bos = inner.token_to_id("<bos>").unwrap_or(2);
         let eos = ["<eos>", "<end_of_turn>"]
             .iter()

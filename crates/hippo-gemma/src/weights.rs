@@ -54,7 +54,60 @@ pub fn fetch(src: &dyn WeightSource, name: &str, expected: &[usize]) -> Result<V
             found: t.shape,
         });
     }
+    check_finite(&src.origin(), name, &t.shape, &t.data)?;
     Ok(t.data)
+}
+
+/// A weight that is NaN or infinite is an error naming the tensor, the element (flat index
+/// and multi-index) and the value, found at load rather than as a NaN logit later.
+pub fn check_finite(origin: &str, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+    let Some(i) = data.iter().position(|x| !x.is_finite()) else {
+        return Ok(());
+    };
+    let bad = data.iter().filter(|x| !x.is_finite()).count();
+    let mut rest = i;
+    let mut index = vec![0usize; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            index[k] = rest % d;
+            rest /= d;
+        }
+    }
+    Err(GemmaError::corrupt(
+        origin,
+        format!(
+            "tensor `{name}` {shape:?} holds a non-finite weight: element {index:?} (flat {i})              is {}; {bad} of its {} elements are non-finite",
+            data[i],
+            data.len()
+        ),
+    ))
+}
+
+/// The safetensors header length (the first 8 bytes, little-endian) must leave room for the
+/// header inside the file; checked before the header is parsed.
+fn check_safetensors_header(path: &Path, bytes: &[u8]) -> Result<()> {
+    let Some(head) = bytes.get(..8) else {
+        return Err(GemmaError::corrupt(
+            path,
+            format!(
+                "{} bytes: too short for a safetensors file (8-byte header length)",
+                bytes.len()
+            ),
+        ));
+    };
+    let mut a = [0u8; 8];
+    a.copy_from_slice(head);
+    let n = u64::from_le_bytes(a);
+    let room = bytes.len() as u64 - 8;
+    if n > room {
+        return Err(GemmaError::corrupt(
+            path,
+            format!(
+                "the safetensors header claims {n} bytes, but the file has only {room} bytes                  after the length field"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Memory-maps a file read-only.
@@ -129,6 +182,7 @@ impl SafetensorsWeights {
         let mut index = BTreeMap::new();
         for path in paths {
             let map = map_file(path)?;
+            check_safetensors_header(path, &map)?;
             let st = SafeTensors::deserialize(&map)
                 .map_err(|e| GemmaError::corrupt(path, format!("{e:?}")))?;
             for name in st.names() {
@@ -247,6 +301,11 @@ impl GgufWeights {
                 "{} does not exist",
                 path.display()
             )));
+        }
+        // Lengths and counts first, against the file size, before rlx-gguf reads any of them.
+        {
+            let map = map_file(path)?;
+            crate::gguf_check::check_header(&map).map_err(|e| GemmaError::corrupt(path, e))?;
         }
         let file = rlx_gguf::GgufFile::from_path_mmap(path)
             .map_err(|e| GemmaError::corrupt(path, format!("{e:#}")))?;

@@ -13,10 +13,15 @@
 //! * `meta.json`: [`CheckpointMeta`] — format version, step, and the base as a path plus a
 //!   fingerprint ([`base_fingerprint`]: sha256 of the model file, or, for a Hugging Face
 //!   directory, of `config.json` and every `*.safetensors` file). Loading over a base with
-//!   another fingerprint is [`HippoError::Checkpoint`].
+//!   another fingerprint is [`HippoError::Checkpoint`]. Since format 2 it also holds the sha256
+//!   of every other file of the directory (the trainer's optimizer, memory and state files too),
+//!   and it is written last, atomically, after those files are fsynced
+//!   ([`crate::integrity`]); every load verifies them first and refuses a corrupt or missing
+//!   file by name. Format 1 (no hashes) still loads, with a warning.
 //!
 //! [`RunningState`]: burn::module::RunningState
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -29,10 +34,13 @@ use sha2::{Digest, Sha256};
 
 use crate::config::HippoFormerConfig;
 use crate::error::{HippoError, Result};
+use crate::integrity;
 use crate::model::HippoFormer;
 
-/// Version of the checkpoint layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the checkpoint layout (2: `meta.json` records every file's sha256).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout this build reads (1: no file hashes; loaded unverified, with a warning).
+pub const OLDEST_FORMAT: u32 = 1;
 /// The record of the trainable parameters.
 pub const MODEL_FILE: &str = "model.bpk";
 /// The effective configuration.
@@ -77,6 +85,9 @@ pub struct CheckpointMeta {
     pub base: BaseRef,
     /// Tensors in `model.bpk`.
     pub tensors: usize,
+    /// sha256 (hex) of every other file of the checkpoint directory, by file name (format 2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 fn ckpt_err(path: &Path, message: impl Into<String>) -> HippoError {
@@ -215,10 +226,22 @@ pub fn sync_running_state(model: &HippoFormer) {
 }
 
 /// Writes `model`'s trainable part, its config and `meta` into `dir` (created if needed;
-/// files there are overwritten). Callers wanting atomicity write to a temporary directory and
-/// rename it (the trainer does).
+/// files there are overwritten): [`write_parts`] then [`seal`]. Callers wanting atomicity of
+/// the whole directory write to a temporary directory and rename it (the trainer does).
 pub fn save(model: &HippoFormer, dir: &Path, step: u64, base: &BaseRef) -> Result<CheckpointMeta> {
+    let tensors = write_parts(model, dir)?;
+    seal(dir, step, base, tensors)
+}
+
+/// Writes `model.bpk` and `config.toml` into `dir` (created if needed), not yet `meta.json`:
+/// the caller may add files, then calls [`seal`]. Returns the number of tensors written.
+pub fn write_parts(model: &HippoFormer, dir: &Path) -> Result<usize> {
     std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e.to_string()))?;
+    // A stale meta.json must not vouch for the files about to be replaced.
+    let meta = dir.join(META_FILE);
+    if meta.exists() {
+        std::fs::remove_file(&meta).map_err(|e| ckpt_err(&meta, e.to_string()))?;
+    }
     sync_running_state(model);
     let group = trainable_group(&model.config)?;
     let record = model.clone().into_record_group(group);
@@ -228,15 +251,45 @@ pub fn save(model: &HippoFormer, dir: &Path, step: u64, base: &BaseRef) -> Resul
         .save(&file)
         .map_err(|e| ckpt_err(&file, format!("writing the record: {e}")))?;
     write_text(&dir.join(CONFIG_FILE), &model.config.to_toml())?;
+    Ok(tensors)
+}
+
+/// Completes a checkpoint directory: fsyncs and hashes every file in it, then writes
+/// `meta.json` (with the hashes) atomically and fsyncs the directory ([`crate::integrity`]).
+pub fn seal(dir: &Path, step: u64, base: &BaseRef, tensors: usize) -> Result<CheckpointMeta> {
+    let files = integrity::seal(dir, META_FILE)?;
     let meta = CheckpointMeta {
         format: FORMAT_VERSION,
         step,
         base: base.clone(),
         tensors,
+        files,
     };
-    let json = serde_json::to_string_pretty(&meta)
-        .map_err(|e| ckpt_err(&dir.join(META_FILE), e.to_string()))?;
-    write_text(&dir.join(META_FILE), &json)?;
+    let path = dir.join(META_FILE);
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| ckpt_err(&path, e.to_string()))?;
+    integrity::write_atomic(&path, json.as_bytes())?;
+    Ok(meta)
+}
+
+/// Reads `meta.json` and checks every file it records against its sha256: the check every load
+/// makes first. An error names the corrupt or missing file.
+pub fn verify(dir: &Path) -> Result<CheckpointMeta> {
+    let meta = read_meta(dir)?;
+    if meta.format >= 2 {
+        if meta.files.is_empty() {
+            return Err(ckpt_err(
+                &dir.join(META_FILE),
+                "records no file hashes (damaged meta.json)",
+            ));
+        }
+        integrity::verify(dir, &meta.files)?;
+    } else {
+        tracing::warn!(
+            checkpoint = %dir.display(),
+            format = meta.format,
+            "checkpoint format without file hashes: loaded unverified"
+        );
+    }
     Ok(meta)
 }
 
@@ -247,11 +300,11 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
         .map_err(|e| ckpt_err(&path, format!("not a checkpoint directory: {e}")))?;
     let meta: CheckpointMeta =
         serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e.to_string()))?;
-    if meta.format != FORMAT_VERSION {
+    if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&meta.format) {
         return Err(ckpt_err(
             &path,
             format!(
-                "format version {} (this build reads {FORMAT_VERSION})",
+                "format version {} (this build reads {OLDEST_FORMAT} to {FORMAT_VERSION})",
                 meta.format
             ),
         ));
@@ -259,9 +312,19 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     Ok(meta)
 }
 
-/// Reads the config a checkpoint was trained with.
+/// Reads the config a checkpoint was trained with; when `meta.json` records its hash, the file
+/// is checked first (a damaged config is refused as corrupt rather than parsed).
 pub fn read_config(dir: &Path) -> Result<HippoFormerConfig> {
-    HippoFormerConfig::from_toml_file(&dir.join(CONFIG_FILE))
+    let path = dir.join(CONFIG_FILE);
+    if let Ok(meta) = read_meta(dir)
+        && let Some(want) = meta.files.get(CONFIG_FILE)
+    {
+        integrity::verify(
+            dir,
+            &BTreeMap::from([(CONFIG_FILE.to_string(), want.clone())]),
+        )?;
+    }
+    HippoFormerConfig::from_toml_file(&path)
 }
 
 /// The config without the fields that do not shape the trainable part or its meaning: the base
@@ -280,7 +343,7 @@ pub fn load_into(
     dir: &Path,
     base: &BaseRef,
 ) -> Result<(HippoFormer, CheckpointMeta)> {
-    let meta = read_meta(dir)?;
+    let meta = verify(dir)?;
     if meta.base.fingerprint != base.fingerprint {
         return Err(ckpt_err(
             dir,

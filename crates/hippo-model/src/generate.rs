@@ -219,7 +219,19 @@ pub fn generate(
             break StopReason::MaxTokens;
         }
         let out = r.read()?;
-        let next = sampler.sample_last(out.logits.clone())?;
+        let next = sampler.sample_last(out.logits.clone()).map_err(|e| {
+            let e = match e {
+                hippo_gemma::GemmaError::InvalidInput(m) => m,
+                e => e.to_string(),
+            };
+            HippoError::InvalidInput(format!(
+                "at segment {} position {} (prompt of {} tokens, {} generated): {e}",
+                r.committed,
+                r.ids.len().saturating_sub(1),
+                prompt.len(),
+                tokens.len()
+            ))
+        })?;
         if r.ids.len() == seg_len {
             r.commit(&out)?;
         }

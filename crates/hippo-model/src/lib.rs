@@ -17,6 +17,7 @@ pub mod error;
 pub mod fusion;
 pub mod generate;
 pub mod import;
+pub mod integrity;
 pub mod layout;
 pub mod model;
 pub mod params;

@@ -656,7 +656,7 @@ pub fn train_model(
     let mut last_checkpoint: Option<PathBuf> = None;
 
     if opts.resume
-        && let Some((s, dir)) = state::latest_checkpoint(&ckpt_root)?
+        && let Some((s, dir)) = state::latest_verified_checkpoint(&ckpt_root)?
     {
         let ts = state::read_trainer_state(&dir)?;
         if ts.seed != opts.seed || ts.grad_accum != opts.grad_accum {
@@ -769,7 +769,7 @@ pub fn train_model(
                 secs: f64|
      -> Result<PathBuf> {
         state::write_atomic(&ckpt_root, step, opts.keep_last, |dir| {
-            checkpoint::save(model, dir, step as u64, &base_ref)?;
+            let tensors = checkpoint::write_parts(model, dir)?;
             let p = dir.join(state::OPTIMIZER_FILE);
             optim
                 .to_record()
@@ -791,7 +791,10 @@ pub fn train_model(
                     tokens,
                     train_seconds: secs,
                 },
-            )
+            )?;
+            // Last: hashes of every file above, then meta.json (atomically).
+            checkpoint::seal(dir, step as u64, &base_ref, tensors)?;
+            Ok(())
         })
     };
 

@@ -94,6 +94,51 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<(usize, PathBuf)>, TrainE
     Ok(list_checkpoints(root)?.pop())
 }
 
+/// The newest checkpoint under `root` whose files all verify against the hashes in its
+/// `meta.json` ([`hippo_model::checkpoint::verify`]). Each newer one that does not verify is
+/// logged (which, and why) and moved aside to `.corrupt-step-NNNNNNNN` (kept for inspection,
+/// never resumed from, never counted by `keep_last`). `None` if there are no checkpoints; an
+/// error if there are some and none verifies.
+pub fn latest_verified_checkpoint(root: &Path) -> Result<Option<(usize, PathBuf)>, TrainError> {
+    let all = list_checkpoints(root)?;
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let mut skipped = Vec::new();
+    for (step, dir) in all.into_iter().rev() {
+        match hippo_model::checkpoint::verify(&dir) {
+            Ok(_) => {
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        checkpoint = %dir.display(),
+                        skipped = skipped.len(),
+                        "resuming from an older checkpoint: the newer ones did not verify"
+                    );
+                }
+                return Ok(Some((step, dir)));
+            }
+            Err(e) => {
+                let aside = root.join(format!(".corrupt-{}", step_dir_name(step)));
+                let _ = std::fs::remove_dir_all(&aside);
+                let moved = std::fs::rename(&dir, &aside).is_ok();
+                tracing::warn!(
+                    checkpoint = %dir.display(),
+                    moved_to = %if moved { aside.display().to_string() } else { "-".into() },
+                    "skipping a checkpoint that does not verify: {e}"
+                );
+                skipped.push(format!("{}: {e}", dir.display()));
+            }
+        }
+    }
+    Err(ck(
+        root,
+        format!(
+            "no checkpoint verifies, so there is nothing to resume from: {}",
+            skipped.join("; ")
+        ),
+    ))
+}
+
 fn fsync_dir_files(dir: &Path) -> Result<(), TrainError> {
     for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
         let p = e.map_err(|e| io(dir, e))?.path();
