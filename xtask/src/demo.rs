@@ -583,7 +583,7 @@ fn markdown(r: &Results) -> String {
     }
     for (corpus, lr) in &r.long_range {
         s.push_str(&format!(
-            "\n## {corpus}: late segments (≥ {}, 0-based)\n\n| targets | docs | tokens | base | full context | hippoformer | memory off | memory gain [95% CI] | gap closed [95% CI] |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "\n## {corpus}: late segments (≥ {}, 0-based)\n\n| targets | docs | tokens | base | full context | hippoformer | memory off | memory gain [95% CI] | gap closed [95% CI] | of which memory |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             lr.segment_from
         ));
         for (name, x) in [("all late", &lr.all), ("far-copyable", &lr.far_copyable)] {
@@ -601,7 +601,7 @@ fn markdown(r: &Results) -> String {
                 )
             };
             s.push_str(&format!(
-                "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} |\n",
+                "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} | {} |\n",
                 x.documents,
                 x.tokens,
                 x.ppl.base,
@@ -611,7 +611,8 @@ fn markdown(r: &Results) -> String {
                 x.ppl.hippoformer,
                 x.ppl.memory_off,
                 ci(&x.memory_gain),
-                ci(&x.gap_closed)
+                ci(&x.gap_closed),
+                ci(&x.memory_gap_closed)
             ));
         }
     }

@@ -210,13 +210,28 @@ fn to_host_bool<const D: usize>(t: Tensor<D, Bool>) -> Vec<bool> {
 /// Per-token NLL `[B, T]` of `targets` under `logits`, on the host (0 where target = −100).
 fn token_nll(logits: Tensor<3>, batch: &SegmentBatch, device: &Device) -> Result<Vec<f64>> {
     let [b, t, v] = logits.dims();
-    let targets = batch.targets_flat();
-    let safe: Vec<i64> = targets.iter().map(|&x| x.max(0)).collect();
-    let idx = Tensor::<2, Int>::from_data(TensorData::new(safe, [b * t, 1]), device);
+    let idx = safe_targets(batch, device).reshape([b * t, 1]);
     let lp = log_softmax(logits.reshape([b * t, v]), 1)
         .gather(1, idx)
         .reshape([b * t]);
-    let lp = to_host_f32(lp)?;
+    nll_of(lp, batch)
+}
+
+/// The batch's targets `[B, T]` with −100 replaced by 0 (masked by [`nll_of`]).
+fn safe_targets(batch: &SegmentBatch, device: &Device) -> Tensor<2, Int> {
+    let safe: Vec<i64> = batch.targets_flat().iter().map(|&x| x.max(0)).collect();
+    Tensor::from_data(
+        TensorData::new(safe, [batch.batch_size(), batch.seq_len()]),
+        device,
+    )
+}
+
+/// `−ln p` on the host from target log-probabilities (any shape of `B·T` values), 0 where the
+/// target is −100.
+fn nll_of<const D: usize>(lp: Tensor<D>, batch: &SegmentBatch) -> Result<Vec<f64>> {
+    let targets = batch.targets_flat();
+    let n = batch.batch_size() * batch.seq_len();
+    let lp = to_host_f32(lp.reshape([n]))?;
     Ok(lp
         .iter()
         .zip(&targets)
@@ -368,8 +383,11 @@ fn evaluate_streams(
     for batch in batcher {
         let (ids, valid) = ids_tensor(&batch, device);
         let t = batch.seq_len();
-        let (logits, salience) = match scorer {
-            Scorer::Base(g) => (vec![g.forward(ids, None).logits], None),
+        let (nll, salience) = match scorer {
+            Scorer::Base(g) => (
+                vec![token_nll(g.forward(ids, None).logits, &batch, device)?],
+                None,
+            ),
             Scorer::Hippo(m) => {
                 let resets: Vec<usize> = batch
                     .reset
@@ -388,24 +406,27 @@ fn evaluate_streams(
                 }
                 let out = m.forward(ids, valid, &s)?;
                 let sal = to_host_f32(out.salience.salience.clone())?;
-                let mut logits = vec![out.logits.clone()];
+                // Target log-probabilities from the segment's output: with the probability
+                // path, gathers and the stored LM normaliser instead of a softmax over the
+                // vocabulary (see `HippoFormer::target_log_probs`).
+                let y = safe_targets(&batch, device);
+                let mut nll = vec![nll_of(
+                    HippoFormer::target_log_probs(&out, y.clone()),
+                    &batch,
+                )?];
                 if with_memory_off {
-                    logits.push(m.memory_off_logits(&out));
+                    nll.push(nll_of(m.memory_off_target_log_probs(&out, y), &batch)?);
                 }
                 let (s, _) = m.commit(s, &out)?;
                 state = Some(s);
-                (logits, Some(sal))
+                (nll, Some(sal))
             }
         };
-        if logits.len() != outputs {
+        if nll.len() != outputs {
             return Err(EvalError::Options(
                 "the memory-off twin needs a HippoFormer scorer".into(),
             ));
         }
-        let nll: Vec<Vec<f64>> = logits
-            .into_iter()
-            .map(|l| token_nll(l, &batch, device))
-            .collect::<Result<_>>()?;
 
         let mut ended: Vec<(usize, usize)> = Vec::new();
         for (r, doc) in batch.doc_index.iter().enumerate() {

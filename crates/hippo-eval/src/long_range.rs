@@ -15,7 +15,8 @@
 //!
 //! - `memory_gain = 1 − ppl(hippoformer) / ppl(memory_off)`;
 //! - `gap_closed = (NLL_base − NLL_hippoformer) / (NLL_base − NLL_full_context)` (token-weighted
-//!   sums; `None` without a full-context scorer or where the gap is not positive).
+//!   sums; `None` without a full-context scorer or where the gap is not positive), and memory's
+//!   own part of it, `memory_gap_closed = (NLL_memory_off − NLL_hippoformer) / (same)`.
 //!
 //! The same is reported for the **far-copyable** targets: target tokens that occur earlier in the
 //! document but not in the segment being read (not among the document tokens from the segment's
@@ -57,6 +58,10 @@ pub struct LongRangeSubset {
     pub memory_gain: Option<Interval>,
     /// `(NLL_base − NLL_hippoformer)/(NLL_base − NLL_full_context)` with its bootstrap interval.
     pub gap_closed: Option<Interval>,
+    /// Memory's own part of it: `(NLL_memory_off − NLL_hippoformer)/(NLL_base −
+    /// NLL_full_context)` (the rest of `gap_closed` is LoRA's and the drift calibrator's).
+    #[serde(default)]
+    pub memory_gap_closed: Option<Interval>,
 }
 
 /// The `long_range` object of `results.json`.
@@ -91,14 +96,17 @@ impl Sums {
         let count = |c: &[f64]| self.n.iter().zip(c).map(|(n, w)| n * w).sum::<f64>();
         let ppl = |c: &[f64], s: usize| (total(c, s) / count(c)).exp();
         let gain = |c: &[f64]| 1.0 - ((total(c, 1) - total(c, 2)) / count(c)).exp();
-        let gap = |c: &[f64]| {
+        // (NLL of scorer `from` − NLL of HippoFormer) / (NLL base − NLL full context).
+        let share = |c: &[f64], from: usize| {
             let denom = total(c, 0) - total(c, 3);
             if denom > 0.0 {
-                (total(c, 0) - total(c, 1)) / denom
+                (total(c, from) - total(c, 1)) / denom
             } else {
                 f64::NAN
             }
         };
+        let gap = |c: &[f64]| share(c, 0);
+        let memory_gap = |c: &[f64]| share(c, 2);
         // Only documents with targets in the subset are resampled.
         let docs: Vec<usize> = (0..self.n.len()).filter(|&d| self.n[d] > 0.0).collect();
         let weights = |c: &[f64]| {
@@ -126,6 +134,11 @@ impl Sums {
             memory_gain: if tokens > 0 { interval(&gain) } else { None },
             gap_closed: if full && gap_point.is_finite() {
                 interval(&gap)
+            } else {
+                None
+            },
+            memory_gap_closed: if full && gap_point.is_finite() {
+                interval(&memory_gap)
             } else {
                 None
             },

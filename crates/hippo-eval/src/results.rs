@@ -342,13 +342,13 @@ fn long_range_markdown(s: &mut String, lr: &LongRange, leak: &str) {
         lr.resamples
     );
     s.push_str(
-        "| targets | documents | tokens | base | full context | hippoformer | memory off | memory gain | gap closed |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| targets | documents | tokens | base | full context | hippoformer | memory off | memory gain | gap closed | of which memory |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let row = |s: &mut String, name: &str, x: &LongRangeSubset| {
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} |",
+            "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} | {} | {} |",
             x.documents,
             x.tokens,
             x.ppl.base,
@@ -356,7 +356,8 @@ fn long_range_markdown(s: &mut String, lr: &LongRange, leak: &str) {
             x.ppl.hippoformer,
             x.ppl.memory_off,
             interval(&x.memory_gain, true),
-            interval(&x.gap_closed, true)
+            interval(&x.gap_closed, true),
+            interval(&x.memory_gap_closed, true)
         );
     };
     row(s, "all late", &lr.all);

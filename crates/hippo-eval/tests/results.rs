@@ -165,6 +165,13 @@ fn results_round_trip_into_the_identical_table() {
     let gain = long.all.memory_gain.unwrap();
     assert!(gain.mean.abs() < 1e-6, "{gain:?}");
     assert!(long.all.ppl.full_context.is_some());
+    if let (Some(g), Some(m)) = (long.all.gap_closed, long.all.memory_gap_closed) {
+        // Untrained: no LoRA or drift change, so all of HippoFormer's share is memory's (0).
+        assert!(
+            (g.mean - m.mean).abs() < 1e-6 && m.mean.abs() < 1e-4,
+            "{g:?} {m:?}"
+        );
+    }
     assert!(long.far_copyable.tokens <= long.all.tokens);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -206,6 +213,31 @@ fn results_round_trip_into_the_identical_table() {
     v["format"] = serde_json::json!(RESULTS_FORMAT + 1);
     std::fs::write(&path, v.to_string()).unwrap();
     assert!(EvalResults::read(&path).is_err());
+}
+
+#[test]
+fn a_results_write_that_cannot_happen_says_where_and_why() {
+    let r = run(small(), false);
+    let tmp = tempfile::tempdir().unwrap();
+    // The parent is a file: no directory can hold results.json there (root or not).
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let path = blocker.join("results.json");
+    let err = r
+        .write(&path)
+        .expect_err("a write under a file must fail")
+        .to_string();
+    assert!(err.contains("results.json"), "{err}");
+    assert!(!path.exists());
+    // Reading it back fails the same way, and a file that is not a results file is named.
+    assert!(EvalResults::read(&path).is_err());
+    let junk = tmp.path().join("junk.json");
+    std::fs::write(&junk, b"{\"format\": 1}").unwrap();
+    let err = EvalResults::read(&junk).unwrap_err().to_string();
+    assert!(
+        err.contains("junk.json") && err.contains("not a results file"),
+        "{err}"
+    );
 }
 
 #[test]

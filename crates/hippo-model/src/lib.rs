@@ -29,4 +29,6 @@ pub use error::{HippoError, Result};
 pub use fusion::{OutputFusion, ProbabilityMix};
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
 pub use layout::SegmentLayout;
-pub use model::{HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput, mix_log_probs};
+pub use model::{
+    HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput, log_sum_exp, mix_logits,
+};

@@ -7,7 +7,6 @@
 //! changes nothing.
 
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use hippo_drift::{DriftCalibrator, DriftCalibratorConfig, DriftOutput};
 use hippo_gemma::Gemma;
@@ -65,10 +64,12 @@ pub enum LogitPositions {
 #[derive(Debug, Clone)]
 pub struct SegmentOutput {
     /// Logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]): the prediction. With the
-    /// probability-space fusion these are the log-probabilities of the mixture
-    /// `(1 − λ_t)·p_LM + λ_t·p_mem` (softmax gives the mixture back); otherwise the LM head's
-    /// logits.
+    /// probability-space fusion, logits whose softmax is the mixture
+    /// `(1 − λ_t)·p_LM + λ_t·p_mem` (see [`mix_logits`]); otherwise the LM head's logits.
     pub logits: Tensor<3>,
+    /// `ln Σ_w e^{lm_logits}` `[B, T]` (the LM head's log-normaliser), where the probability
+    /// path computed it; [`HippoFormer::target_log_probs`] reuses it.
+    pub lm_lse: Option<Tensor<2>>,
     /// The LM head's logits before the probability mixture (same shape as `logits`; equal to
     /// them without the probability path).
     pub lm_logits: Tensor<3>,
@@ -384,16 +385,27 @@ impl HippoFormer {
                 ));
             }
         };
-        let (logits, lambda) = match mixture {
-            Some((retrieval, lambda)) => (
-                mix_log_probs(lm_logits.clone(), lambda.clone(), &retrieval, state),
-                Some(lambda),
-            ),
-            None => (lm_logits.clone(), None),
+        let (logits, lambda, lm_lse) = match mixture {
+            Some((retrieval, lambda)) => {
+                let lse = log_sum_exp(lm_logits.clone());
+                (
+                    mix_logits(
+                        lm_logits.clone(),
+                        lse.clone(),
+                        lambda.clone(),
+                        &retrieval,
+                        state,
+                    ),
+                    Some(lambda),
+                    Some(lse),
+                )
+            }
+            None => (lm_logits.clone(), None, None),
         };
         Ok(SegmentOutput {
             logits,
             lm_logits,
+            lm_lse,
             lambda,
             ids,
             base_hidden,
@@ -479,18 +491,61 @@ impl HippoFormer {
         let w = retrieval.next_token_weights(state);
         let entropy = w
             .clone()
-            .mul(w.clamp_min(1e-30).log())
+            .mul(w.clone().clamp_min(1e-30).log())
             .sum_dim(2)
             .neg()
             .div_scalar((m as f64).ln().max(1.0));
         let [b, t, _] = entropy.dims();
+        // λ only where p_mem is a distribution (an eligible entry with a next token), so the
+        // mixture's normaliser is exactly that of the LM (see `mix_logits`).
+        let has = w.sum_dim(2).reshape([b, t]).greater_elem(0.0).float();
         self.mix.lambda(
             hidden.clone(),
             retrieval.best_similarity.clone(),
             entropy.reshape([b, t]),
-            retrieval.any.clone().float(),
+            has,
             self.config.fusion,
         )
+    }
+
+    /// `ln p(targets)` `[B, T]` under this segment's prediction (`targets` `[B, T]`, every id
+    /// valid: callers put any id where there is no target and mask it). With the probability
+    /// path this reads `T` values and the stored normaliser instead of a softmax over the
+    /// vocabulary: `ln p_mix(y) = logits_y − lse(lm_logits) + ln(1 − λ)` (see [`mix_logits`]).
+    pub fn target_log_probs(out: &SegmentOutput, targets: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t, _] = out.logits.dims();
+        let y = out
+            .logits
+            .clone()
+            .gather(2, targets.reshape([b, t, 1]))
+            .reshape([b, t]);
+        match (&out.lambda, &out.lm_lse) {
+            (Some(lambda), Some(lse)) => y.sub(lse.clone()).add(lambda.clone().neg().log1p()),
+            _ => y.sub(log_sum_exp(out.logits.clone())),
+        }
+    }
+
+    /// [`target_log_probs`](Self::target_log_probs) of the same model with memory off, from
+    /// this forward's base pass (see [`memory_off_logits`](Self::memory_off_logits)).
+    pub fn memory_off_target_log_probs(
+        &self,
+        out: &SegmentOutput,
+        targets: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let logits = self.memory_off_logits(out);
+        let [b, t, _] = logits.dims();
+        let y = logits
+            .clone()
+            .gather(2, targets.reshape([b, t, 1]))
+            .reshape([b, t]);
+        let lse = match (
+            &out.lm_lse,
+            self.config.memory && self.config.fusion_space.hidden(),
+        ) {
+            (Some(lse), false) => lse.clone(),
+            _ => log_sum_exp(logits),
+        };
+        y.sub(lse)
     }
 
     /// The logits the same model gives with memory off (the `memory_off` scorer), reusing this
@@ -523,18 +578,14 @@ impl HippoFormer {
     /// pads must carry −100.
     pub fn loss(&self, out: &SegmentOutput, targets: Tensor<2, Int>) -> LossTerms {
         let c = &self.config;
-        let [b, t, v] = out.logits.dims();
         let device = out.logits.device();
         let scored = targets
             .clone()
             .not_equal_elem(-100)
             .bool_and(out.valid.clone());
         let mask = scored.clone().float();
-        let safe = targets.mask_fill(scored.bool_not(), 0).reshape([b * t, 1]);
-        let nll = log_softmax(out.logits.clone().reshape([b * t, v]), 1)
-            .gather(1, safe)
-            .reshape([b, t])
-            .neg();
+        let safe = targets.mask_fill(scored.bool_not(), 0);
+        let nll = Self::target_log_probs(out, safe).neg();
         let n = mask.clone().sum().clamp_min(1.0);
         let tokens = mask.clone().sum().into_scalar::<f32>().max(0.0) as usize;
         let lm = nll.clone().mul(mask.clone()).sum().div(n.clone());
@@ -608,16 +659,32 @@ impl HippoFormer {
     }
 }
 
-/// The log-probabilities of `(1 − λ)·softmax(z) + λ·p_mem` `[B, T, V]`, computed sparsely.
+/// `ln Σ_v e^{z_v}` over the last axis, `[B, T, V] → [B, T]` (max-shifted: stable).
+pub fn log_sum_exp(z: Tensor<3>) -> Tensor<2> {
+    let [b, t, _] = z.dims();
+    let top = z.clone().max_dim(2).detach();
+    z.sub(top.clone())
+        .exp()
+        .sum_dim(2)
+        .log()
+        .add(top)
+        .reshape([b, t])
+}
+
+/// Logits `[B, T, V]` whose softmax is `(1 − λ)·softmax(z) + λ·p_mem`, computed sparsely.
 ///
-/// `p_mem` is non-zero only on the stored next tokens, so the mixture is `z + ln(1 − λ)` (up to
-/// the normaliser `ln Σ e^z`) everywhere else, and at each distinct stored token `w`
-/// `z_w + ln(1 − λ + λ·r_w)` with `r_w = p_mem(w)/p_LM(w)`. Written as
-/// `z + ln(1 − λ) + scatter_w(ln(1 + λ(r_w − 1)) − ln(1 − λ))`, it is exactly `z` at `λ = 0`
-/// (identity at init) and has a finite gradient in `λ` there. `ln r` is capped at 80 (a base
-/// probability below `e^-80·p_mem` is then underestimated; f32 `exp` would overflow at 88).
-pub fn mix_log_probs(
+/// `p_mem` is non-zero only on the stored next tokens. Dividing the mixture by the common factor
+/// `(1 − λ)·p_LM`, a token `w` gets the logit `z_w + ln(1 + λ/(1 − λ)·r_w)` with
+/// `r_w = p_mem(w)/p_LM(w)`, which is `z_w` for every token memory does not hold: the result is
+/// `z` plus a scatter over the (distinct) stored tokens, with no pass over the vocabulary but the
+/// normaliser `lse = ln Σ e^z` that `r` needs. It is exactly `z` at `λ = 0` (identity at init) and
+/// has a finite gradient in `λ` there. Where `λ > 0`, `p_mem` sums to 1, so the mixture's
+/// normaliser is `lse − ln(1 − λ)` in closed form ([`HippoFormer::target_log_probs`]). `ln r` is
+/// capped at 80 (a base probability below `e^-80·p_mem` is then underestimated; f32 `exp`
+/// overflows at 88).
+pub fn mix_logits(
     z: Tensor<3>,
+    lse: Tensor<2>,
     lambda: Tensor<2>,
     retrieval: &Retrieval,
     state: &MemoryState,
@@ -632,9 +699,10 @@ pub fn mix_log_probs(
         .clamp_min(0)
         .reshape([b, 1, m])
         .expand([b, t, m]);
-    let top = z.clone().max_dim(2).detach();
-    let lse = z.clone().sub(top.clone()).exp().sum_dim(2).log().add(top); // [B, T, 1]
-    let log_lm = z.clone().gather(2, y.clone()).sub(lse.expand([b, t, m]));
+    let log_lm = z
+        .clone()
+        .gather(2, y.clone())
+        .sub(lse.reshape([b, t, 1]).expand([b, t, m]));
     let counted = mass
         .clone()
         .greater_elem(0.0)
@@ -646,12 +714,11 @@ pub fn mix_log_probs(
         .clamp_max(80.0)
         .exp();
     let lam = lambda.reshape([b, t, 1]);
-    let keep = lam.clone().neg().log1p(); // ln(1 − λ), [B, T, 1]
-    let delta = lam
+    let odds = lam.clone().div(lam.neg().add_scalar(1.0)); // λ/(1 − λ), [B, T, 1]
+    let delta = odds
         .expand([b, t, m])
-        .mul(r.sub_scalar(1.0))
+        .mul(r)
         .log1p()
-        .sub(keep.clone().expand([b, t, m]))
         .mask_fill(counted.bool_not(), 0.0);
-    z.add(keep).scatter(2, y, delta, IndexingUpdateOp::Add)
+    z.scatter(2, y, delta, IndexingUpdateOp::Add)
 }

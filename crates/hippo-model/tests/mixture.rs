@@ -98,24 +98,48 @@ fn the_sparse_mixture_is_its_dense_definition_and_normalised() {
             .mul(lambda.clone().neg().add_scalar(1.0).reshape([b, t, 1]))
             .add(p_mem.mul(lambda.reshape([b, t, 1])));
         let got = softmax(out.logits.clone(), 2);
-        let diff = to_vec(got.sub(dense))
+        let diff = to_vec(got.sub(dense.clone()))
             .iter()
             .fold(0.0f32, |a, x| a.max(x.abs()));
         assert!(diff < 1e-5, "segment {seg}: |Δp| = {diff}");
-        // The mixture's log-probabilities are normalised as they come.
-        let top = out.logits.clone().max_dim(2);
-        let lse = to_vec(
-            out.logits
+        // The closed-form target log-probabilities are ln of the dense mixture at the targets.
+        let targets = ids_next(&rows, seg * 10, seg * 10 + 10);
+        let lp = to_vec(HippoFormer::target_log_probs(&out, targets.clone()));
+        let want = to_vec(
+            dense
                 .clone()
-                .sub(top.clone())
-                .exp()
-                .sum_dim(2)
+                .gather(2, targets.clone().reshape([b, t, 1]))
                 .log()
-                .add(top),
+                .reshape([b, t]),
         );
-        assert!(lse.iter().all(|x| x.abs() < 1e-4), "{lse:?}");
+        for (a, w) in lp.iter().zip(&want) {
+            assert!((a - w).abs() < 1e-4, "segment {seg}: ln p {a} vs {w}");
+        }
+        // And the memory-off twin's are those of the LM head alone.
+        let off = to_vec(m.memory_off_target_log_probs(&out, targets.clone()));
+        let want = to_vec(
+            burn::tensor::activation::log_softmax(out.lm_logits.clone(), 2)
+                .gather(2, targets.reshape([b, t, 1]))
+                .reshape([b, t]),
+        );
+        for (a, w) in off.iter().zip(&want) {
+            assert!(
+                (a - w).abs() < 1e-4,
+                "segment {seg}: memory off ln p {a} vs {w}"
+            );
+        }
         state = m.commit(state, &out).unwrap().0;
     }
+}
+
+/// The next token of every position of `rows[from..to]` (the last position's is the token
+/// after `to`, or 0 past the stream's end).
+fn ids_next(rows: &[Vec<u32>], from: usize, to: usize) -> Tensor<2, burn::tensor::Int> {
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| (from..to).map(move |i| r.get(i + 1).copied().unwrap_or(0) as i64))
+        .collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), to - from]), &device())
 }
 
 #[test]
