@@ -14,12 +14,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hippo_eval::calibrate::{CalibrationGrid, apply, calibrate};
-use hippo_eval::{EvalError, EvalOptions, Progress, truncated};
+use hippo_eval::{EvalOptions, Progress, truncated};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::checkpoint::{self, BaseRef};
-use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
+use hippo_model::{HippoFormer, HippoFormerConfig};
 use hippo_train::data::{CorpusSpec, Split};
 
+use crate::eval::{data_err, eval_err, model_err};
 use crate::usage;
 
 /// Arguments of `calibrate`.
@@ -68,21 +69,6 @@ pub struct CalibrateArgs {
     /// Device: cpu, cuda:N, vulkan.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-}
-
-fn model_err(e: HippoError) -> anyhow::Error {
-    match e {
-        HippoError::Config { .. } | HippoError::Checkpoint { .. } => usage(e),
-        other => other.into(),
-    }
-}
-
-fn eval_err(e: EvalError) -> anyhow::Error {
-    match e {
-        EvalError::Leaky | EvalError::Options(_) => usage(e),
-        EvalError::Model(m) => model_err(m),
-        other => other.into(),
-    }
 }
 
 /// The first `n` tokens of every document (all of them without a limit). A clipped document's
@@ -145,7 +131,7 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     let spec: CorpusSpec = args.dataset.parse().map_err(usage)?;
     let split: Split = args.split.parse().map_err(usage)?;
     let corpus = crate::tokenized_split(&spec, split, &tok)
-        .map_err(usage)
+        .map_err(data_err)
         .with_context(|| format!("loading {spec} ({split})"))?;
     let corpus = clipped(
         truncated(Arc::new(corpus), args.max_docs),

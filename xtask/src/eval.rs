@@ -99,7 +99,7 @@ pub struct EvalArgs {
     pub device: String,
 }
 
-fn data_err(e: DataError) -> anyhow::Error {
+pub(crate) fn data_err(e: DataError) -> anyhow::Error {
     match e {
         DataError::UnknownCorpus { .. }
         | DataError::MissingSpecPath { .. }
@@ -114,14 +114,14 @@ fn data_err(e: DataError) -> anyhow::Error {
     }
 }
 
-fn model_err(e: HippoError) -> anyhow::Error {
+pub(crate) fn model_err(e: HippoError) -> anyhow::Error {
     match e {
         HippoError::Config { .. } | HippoError::Checkpoint { .. } => usage(e),
         other => other.into(),
     }
 }
 
-fn eval_err(e: EvalError) -> anyhow::Error {
+pub(crate) fn eval_err(e: EvalError) -> anyhow::Error {
     match e {
         EvalError::Leaky | EvalError::Options(_) => usage(e),
         EvalError::Model(m) => model_err(m),

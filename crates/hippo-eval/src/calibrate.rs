@@ -22,7 +22,10 @@ use hippo_model::fusion::MAX_OPENING;
 use hippo_train::data::{BatcherConfig, IGNORE_INDEX, StreamBatcher, TokenizedCorpus};
 use serde::{Deserialize, Serialize};
 
-use crate::{EvalError, EvalOptions, Progress, Result, check_options, ids_tensor, to_host_f32};
+use crate::{
+    EvalError, EvalOptions, Progress, Result, check_options, ids_tensor, reset_new_documents,
+    to_host_f32, total_targets,
+};
 
 /// The values tried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,24 +141,9 @@ pub fn calibrate(
     let mut p_lm: Vec<f64> = Vec::new();
     let mut p_mem: Vec<Vec<f64>> = vec![Vec::new(); n_theta];
     let mut present: Vec<Vec<bool>> = vec![Vec::new(); n_theta];
-    let tokens_total: usize = corpus
-        .docs
-        .iter()
-        .map(|d| d.tokens.len().saturating_sub(1))
-        .sum();
+    let tokens_total = total_targets(&corpus);
     for batch in batcher {
-        let resets: Vec<usize> = batch
-            .reset
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| **r)
-            .map(|(i, _)| i)
-            .collect();
-        if !resets.is_empty() {
-            state = state
-                .reset_row_indices(&resets)
-                .map_err(hippo_model::HippoError::from)?;
-        }
+        state = reset_new_documents(state, &batch)?;
         let (ids, valid) = ids_tensor(&batch, device);
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let out = model.forward(ids, valid, &state)?;

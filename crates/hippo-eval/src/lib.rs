@@ -245,6 +245,46 @@ fn nll_of<const D: usize>(lp: Tensor<D>, batch: &SegmentBatch) -> Result<Vec<f64
         .collect())
 }
 
+/// Empties the memory of the rows whose stream starts a new document in `batch`.
+fn reset_new_documents(
+    state: hippo_memory::MemoryState,
+    batch: &SegmentBatch,
+) -> Result<hippo_memory::MemoryState> {
+    let resets: Vec<usize> = batch
+        .reset
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r)
+        .map(|(i, _)| i)
+        .collect();
+    if resets.is_empty() {
+        return Ok(state);
+    }
+    Ok(state
+        .reset_row_indices(&resets)
+        .map_err(hippo_model::HippoError::from)?)
+}
+
+/// Targets of a corpus: every document token but the first.
+fn total_targets(corpus: &TokenizedCorpus) -> usize {
+    corpus
+        .docs
+        .iter()
+        .map(|d| d.tokens.len().saturating_sub(1))
+        .sum()
+}
+
+/// An empty trace of a base scorer over `docs` documents, on the segments of length `l`
+/// (filled document by document; no salience, no buffer).
+fn base_trace(base: &Gemma, l: usize, docs: usize) -> Trace {
+    Trace {
+        layout: SegmentLayout::with_bos(l, base.config().bos_token_id),
+        nll: Vec::with_capacity(docs),
+        salience: vec![Vec::new(); docs],
+        end_of_document: vec![None; docs],
+    }
+}
+
 /// The first `max_docs` documents of `corpus` (all of them without a limit).
 pub fn truncated(corpus: Arc<TokenizedCorpus>, max_docs: Option<usize>) -> Arc<TokenizedCorpus> {
     match max_docs {
@@ -374,11 +414,7 @@ fn evaluate_streams(
         salience: Vec::new(),
         end_of_document: vec![None; n_docs],
     });
-    let tokens_total: usize = corpus
-        .docs
-        .iter()
-        .map(|d| d.tokens.len().saturating_sub(1))
-        .sum();
+    let tokens_total = total_targets(&corpus);
     let mut tokens_done = 0usize;
     for batch in batcher {
         let (ids, valid) = ids_tensor(&batch, device);
@@ -389,21 +425,10 @@ fn evaluate_streams(
                 None,
             ),
             Scorer::Hippo(m) => {
-                let resets: Vec<usize> = batch
-                    .reset
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| **r)
-                    .map(|(i, _)| i)
-                    .collect();
-                let mut s = state
+                let s = state
                     .take()
                     .ok_or_else(|| EvalError::Readback("lost memory state".into()))?;
-                if !resets.is_empty() {
-                    s = s
-                        .reset_row_indices(&resets)
-                        .map_err(hippo_model::HippoError::from)?;
-                }
+                let s = reset_new_documents(s, &batch)?;
                 let out = m.forward(ids, valid, &s)?;
                 let sal = to_host_f32(out.salience.salience.clone())?;
                 // Target log-probabilities from the segment's output: with the probability
@@ -554,18 +579,9 @@ pub fn evaluate_long_context(
         )));
     }
     let corpus = truncated(corpus, opts.max_docs);
-    let tokens_total: usize = corpus
-        .docs
-        .iter()
-        .map(|d| d.tokens.len().saturating_sub(1))
-        .sum();
+    let tokens_total = total_targets(&corpus);
     let mut tokens_done = 0;
-    let mut trace = Trace {
-        layout: SegmentLayout::with_bos(l, base.config().bos_token_id),
-        nll: Vec::with_capacity(corpus.docs.len()),
-        salience: vec![Vec::new(); corpus.docs.len()],
-        end_of_document: vec![None; corpus.docs.len()],
-    };
+    let mut trace = base_trace(base, l, corpus.docs.len());
     for d in &corpus.docs {
         if d.tokens.len() < 2 {
             trace.nll.push(Vec::new());
@@ -607,18 +623,9 @@ pub fn evaluate_full_context(
             d.tokens.len()
         )));
     }
-    let tokens_total: usize = corpus
-        .docs
-        .iter()
-        .map(|d| d.tokens.len().saturating_sub(1))
-        .sum();
+    let tokens_total = total_targets(&corpus);
     let mut tokens_done = 0;
-    let mut trace = Trace {
-        layout: SegmentLayout::with_bos(l, base.config().bos_token_id),
-        nll: Vec::with_capacity(corpus.docs.len()),
-        salience: vec![Vec::new(); corpus.docs.len()],
-        end_of_document: vec![None; corpus.docs.len()],
-    };
+    let mut trace = base_trace(base, l, corpus.docs.len());
     for d in &corpus.docs {
         let n = d.tokens.len();
         let mut nll = Vec::with_capacity(n.saturating_sub(1));
