@@ -80,6 +80,11 @@ impl FusionSpace {
 
 pub use hippo_memory::Scoring as MemoryScoring;
 
+/// Upper bound of `buffer_size` and `n_anchors` (slots and anchors per stream).
+pub const MAX_BUFFER_SIZE: usize = 1 << 20;
+/// Upper bound of the other sizes (`max_replay_rounds`, `lora_r`, head counts, smoothing width).
+pub const MAX_SMALL: usize = 4096;
+
 /// The composed model's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -296,6 +301,25 @@ impl HippoFormerConfig {
         }
         if self.buffer_size == 0 {
             return bad("buffer_size must be > 0".into());
+        }
+        // Sizes that allocate: bounded before anything is built from them, so a malformed or
+        // hostile config is an error, not an out-of-memory abort.
+        for (name, v, max) in [
+            ("buffer_size", self.buffer_size, MAX_BUFFER_SIZE),
+            ("max_replay_rounds", self.max_replay_rounds, MAX_SMALL),
+            ("lora_r", self.lora_r, MAX_SMALL),
+            ("n_anchors", self.n_anchors, MAX_BUFFER_SIZE),
+            (
+                "salience_min_duration",
+                self.salience_min_duration,
+                MAX_SMALL,
+            ),
+            ("salience_n_heads", self.salience_n_heads, MAX_SMALL),
+            ("fusion_n_heads", self.fusion_n_heads, MAX_SMALL),
+        ] {
+            if v > max {
+                return bad(format!("{name} = {v} exceeds the limit {max}"));
+            }
         }
         if !(self.decay_rate > 0.0 && self.decay_rate < 1.0) {
             return bad(format!("decay_rate {} must lie in (0, 1)", self.decay_rate));

@@ -80,3 +80,29 @@ fn hidden_values_need_a_hidden_path() {
         );
     }
 }
+
+#[test]
+fn sizes_that_allocate_are_bounded() {
+    for bad in [
+        "buffer_size = 1000000000000",
+        "max_replay_rounds = 100000",
+        "lora_r = 1000000",
+        "n_anchors = 1000000000",
+        "salience_min_duration = 5000",
+        "salience_n_heads = 8192",
+        "fusion_n_heads = 8192",
+    ] {
+        let err = HippoFormerConfig::from_toml_str(bad, "inline")
+            .expect_err(bad)
+            .to_string();
+        let field = bad.split(' ').next().unwrap();
+        assert!(err.contains(field) && err.contains("limit"), "{bad}: {err}");
+    }
+    // The limits themselves are accepted.
+    let ok = format!(
+        "buffer_size = {}\nmax_replay_rounds = {}",
+        hippo_model::config::MAX_BUFFER_SIZE,
+        hippo_model::config::MAX_SMALL
+    );
+    HippoFormerConfig::from_toml_str(&ok, "inline").unwrap();
+}
