@@ -181,8 +181,7 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         },
     )
     .map_err(eval_err)?;
-    let mut model = apply(model, &cal.best);
-    model.config.memory_score_scale = cal.best.score_scale;
+    let model = apply(model, &cal.best);
     let base_ref = BaseRef::of(location.path()).map_err(model_err)?;
     // calibration.json first, so the checkpoint's seal covers it too.
     std::fs::create_dir_all(&args.output)

@@ -484,8 +484,7 @@ fn demo_model(
             cal.tokens,
             t.elapsed()
         );
-        let mut m = apply(fresh, &cal.best);
-        m.config.memory_score_scale = cal.best.score_scale;
+        let m = apply(fresh, &cal.best);
         (m, Some(cal))
     } else {
         (fresh, None)

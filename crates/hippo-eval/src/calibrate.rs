@@ -237,10 +237,13 @@ fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> Hipp
     model
 }
 
-/// The model with `θ` and the opening `o = 2λ` of `point` (see the [module docs](self)).
+/// The model with `θ` and the opening `o = 2λ` of `point` (see the [module docs](self)); its
+/// config's `memory_score_scale` becomes `θ` too, so a checkpoint of it records the value its
+/// weights hold.
 pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
     let device = model.mix.opening.val().device();
     let mut model = with_score_scale(model, point.score_scale, &device);
+    model.config.memory_score_scale = point.score_scale;
     let o = (2.0 * point.lambda).min(f64::from(MAX_OPENING)) as f32;
     model.mix.opening = Param::from_tensor(Tensor::from_floats([o], &device));
     model

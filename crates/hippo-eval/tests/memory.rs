@@ -222,6 +222,7 @@ fn calibration_numbers_are_what_evaluation_of_the_calibrated_model_gives() {
     );
     for point in &cal.grid {
         let m = apply(fresh.clone(), point);
+        assert_eq!(m.config.memory_score_scale, point.score_scale);
         let (r, _) = evaluate_traced(
             &Scorer::Hippo(&m),
             valid.clone(),
