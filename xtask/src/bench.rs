@@ -92,7 +92,8 @@ pub struct BenchReport {
     pub train: Option<TrainBench>,
 }
 
-/// HippoFormer forward overhead (read-only forward of one segment, logits included).
+/// HippoFormer forward overhead (read-only forward of one segment, scored: the log-probability
+/// of every next token).
 #[derive(Debug, Serialize)]
 pub struct HippoBench {
     /// Segment length.
@@ -215,8 +216,9 @@ fn bench_config(args: &BenchArgs) -> Result<HippoFormerConfig> {
     })
 }
 
-/// HippoFormer's read-only forward over `ids` with every stream's buffer full, vs. the bare
-/// base forward (hidden states + LM head) on the same ids, interleaved.
+/// HippoFormer's read-only forward over `ids` with every stream's buffer full, scored (log-probability
+/// of each next token), vs. the bare base forward (hidden states + LM head + log-normaliser) scored
+/// the same way on the same ids, interleaved.
 fn hippo_overhead(
     base: &Gemma,
     config: &HippoFormerConfig,
@@ -253,26 +255,30 @@ fn hippo_overhead(
     let entries = state.valid.clone().int().sum().into_scalar::<i64>().max(0) as usize;
     let x = base.ids_tensor(&[ids.to_vec()], device)?;
     let valid = Tensor::<2, Bool>::full([1, t], true, device);
+    // What a scorer needs from each: the log-probability of every next token. The base: LM
+    // head, log-normaliser, one gather; HippoFormer: its forward (the probability path's
+    // normaliser included) and `target_log_probs` (no dense mixed logits).
+    let targets: Vec<u32> = ids[1..].iter().copied().chain([ids[0]]).collect();
+    let y = base.ids_tensor(&[targets], device)?;
+    let base_score = || -> Result<()> {
+        let logits = base.forward(x.clone(), None).logits;
+        let lse = hippo_model::log_sum_exp(logits.clone());
+        let _ = logits
+            .gather(2, y.clone().reshape([1, t, 1]))
+            .reshape([1, t])
+            .sub(lse)
+            .into_data();
+        Ok(())
+    };
+    let hippo_score = || -> Result<()> {
+        let out = hippo.forward(x.clone(), valid.clone(), &state)?;
+        let _ = HippoFormer::target_log_probs(&out, y.clone()).into_data();
+        Ok(())
+    };
     // Warm-up both.
-    let _ = base.forward(x.clone(), None).logits.into_data();
-    let _ = hippo
-        .forward(x.clone(), valid.clone(), &state)?
-        .logits
-        .into_data();
-    let (tb, th) = best_of_pair(
-        3,
-        || {
-            let _ = base.forward(x.clone(), None).logits.into_data();
-            Ok(())
-        },
-        || {
-            let _ = hippo
-                .forward(x.clone(), valid.clone(), &state)?
-                .logits
-                .into_data();
-            Ok(())
-        },
-    )?;
+    base_score()?;
+    hippo_score()?;
+    let (tb, th) = best_of_pair(3, base_score, hippo_score)?;
     Ok(HippoBench {
         tokens: t,
         buffer_entries: entries,

@@ -163,21 +163,14 @@ pub fn calibrate(
                 .filter(|(_, s)| **s)
                 .map(|(&l, _)| f64::from(l).exp()),
         );
-        let m = state.capacity();
-        let eq = state
-            .next_tokens
-            .clone()
-            .reshape([b, 1, m])
-            .expand([b, t, m])
-            .equal(y.clone().reshape([b, t, 1]).expand([b, t, m]))
-            .float();
         for (k, variant) in variants.iter().enumerate() {
             let r = variant
                 .memory
                 .retrieve(out.hidden.clone(), &state)
                 .map_err(hippo_model::HippoError::from)?;
             let w = r.next_token_weights(&state);
-            let pm = to_host_f32(w.mul(eq.clone()).sum_dim(2).reshape([b * t]))?;
+            let pm = hippo_memory::target_mass(w, &state.next_tokens, y.clone());
+            let pm = to_host_f32(pm.reshape([b * t]))?;
             let any: Vec<bool> = r.any.clone().into_data().iter::<bool>().collect();
             for i in (0..b * t).filter(|&i| scored[i]) {
                 p_mem[k].push(f64::from(pm[i]));

@@ -78,12 +78,16 @@ impl Retrieval {
 }
 
 /// `p_mem` of each entry's own next token, `[B, T, M]`: `Σ_{m'} ŵ_{t,m'}·1[y_{m'} = y_m]`, with
-/// `ŵ` = [`Retrieval::next_token_weights`] (0 for entries without a next token), and `[B, M]`
-/// marking the first entry (in slot order) of each distinct next token of a row, so that a sum
-/// over entries can visit each token once.
-pub fn next_token_mass(weights: Tensor<3>, state: &MemoryState) -> (Tensor<3>, Tensor<2, Bool>) {
-    let [b, m] = state.next_tokens.dims();
-    let y = state.next_tokens.clone();
+/// `ŵ` = [`Retrieval::next_token_weights`] (0 for entries without a next token) and `y` the
+/// state's [`MemoryState::next_tokens`] `[B, M]`, and `[B, M]` marking the first entry (in slot
+/// order) of each distinct next token of a row, so that a sum over entries can visit each token
+/// once.
+pub fn next_token_mass(
+    weights: Tensor<3>,
+    next_tokens: &Tensor<2, Int>,
+) -> (Tensor<3>, Tensor<2, Bool>) {
+    let [b, m] = next_tokens.dims();
+    let y = next_tokens.clone();
     let known = y.clone().greater_equal_elem(0);
     let same = y
         .clone()
@@ -98,7 +102,7 @@ pub fn next_token_mass(weights: Tensor<3>, state: &MemoryState) -> (Tensor<3>, T
     let earlier = same
         .int()
         .mul(
-            Tensor::<2, Int>::ones([m, m], &state.next_tokens.device())
+            Tensor::<2, Int>::ones([m, m], &next_tokens.device())
                 .tril(-1)
                 .reshape([1, m, m]),
         )
@@ -106,6 +110,30 @@ pub fn next_token_mass(weights: Tensor<3>, state: &MemoryState) -> (Tensor<3>, T
         .reshape([b, m])
         .greater_elem(0);
     (mass, known.bool_and(earlier.bool_not()))
+}
+
+/// `p_mem(y_t)` `[B, T]` at one token per position: `Σ_m ŵ_{t,m}·1[y_m = target_t]`, with `ŵ`
+/// `[B, T, M]` = [`Retrieval::next_token_weights`], `next_tokens` `[B, M]` the stored next tokens
+/// and `targets` `[B, T]` (a negative target, like an empty slot's [`NO_NEXT_TOKEN`], gets 0).
+/// What scoring a mixture needs, without the `[B, T, V]` distribution.
+pub fn target_mass(
+    weights: Tensor<3>,
+    next_tokens: &Tensor<2, Int>,
+    targets: Tensor<2, Int>,
+) -> Tensor<2> {
+    let [b, t, m] = weights.dims();
+    let hit = next_tokens
+        .clone()
+        .reshape([b, 1, m])
+        .expand([b, t, m])
+        .equal(targets.clone().reshape([b, t, 1]).expand([b, t, m]))
+        .bool_and(
+            targets
+                .greater_equal_elem(0)
+                .reshape([b, t, 1])
+                .expand([b, t, m]),
+        );
+    weights.mul(hit.float()).sum_dim(2).reshape([b, t])
 }
 
 /// The dense next-token distribution `p_mem` `[B, T, V]` of a retrieval: for every position,

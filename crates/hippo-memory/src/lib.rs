@@ -89,6 +89,7 @@ mod state;
 
 pub use buffer::{
     MemoryStats, PriorityBuffer, Retrieval, WriteOutcome, next_token_distribution, next_token_mass,
+    target_mass,
 };
 pub use config::{MemoryError, PriorityBufferConfig, Scoring};
 pub use soft_top_k::soft_top_k;

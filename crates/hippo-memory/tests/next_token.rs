@@ -5,7 +5,7 @@
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use hippo_memory::{
     MemoryState, NO_NEXT_TOKEN, PriorityBufferConfig, Scoring, next_token_distribution,
-    next_token_mass,
+    next_token_mass, target_mass,
 };
 
 fn device() -> Device {
@@ -170,7 +170,7 @@ fn next_token_mass_sums_weights_per_token_and_marks_first_entries() {
     let q = Tensor::<3>::random([1, 3, 4], Distribution::Normal(0.0, 1.0), &device());
     let r = buf.retrieve(q, &state).unwrap();
     let w = r.next_token_weights(&state);
-    let (mass, first) = next_token_mass(w.clone(), &state);
+    let (mass, first) = next_token_mass(w.clone(), &state.next_tokens);
     let w: Vec<f32> = w.into_data().iter::<f32>().collect();
     let mass: Vec<f32> = mass.into_data().iter::<f32>().collect();
     for t in 0..3 {
@@ -184,6 +184,33 @@ fn next_token_mass_sums_weights_per_token_and_marks_first_entries() {
         first.into_data().iter::<bool>().collect::<Vec<_>>(),
         vec![true, true, false, true]
     );
+    // p_mem at chosen targets = the dense distribution gathered there (a token not stored and a
+    // negative target get 0).
+    let targets = ints(vec![7, 5, 3], [1, 3]);
+    let pm: Vec<f32> = target_mass(r.next_token_weights(&state), &state.next_tokens, targets)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let dense: Vec<f32> = next_token_distribution(&r, &state, 10)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let want = [dense[7], dense[10 + 5], dense[20 + 3]];
+    for (a, b) in pm.iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "{pm:?} vs {want:?}");
+    }
+    assert!(pm[0] > 0.0 && pm[2] == 0.0, "{pm:?}");
+    let neg: Vec<f32> = target_mass(
+        r.next_token_weights(&state),
+        &state.next_tokens,
+        ints(vec![-1, 9, -1], [1, 3]),
+    )
+    .into_data()
+    .iter::<f32>()
+    .collect();
+    assert_eq!(neg[0], 0.0);
+    assert_eq!(neg[2], 0.0);
+    assert!((neg[1] - dense[10 + 9]).abs() < 1e-6);
     // An empty buffer: no weight, a zero distribution.
     let empty = buf.empty_state(1, &device());
     let q = Tensor::<3>::ones([1, 2, 4], &device());

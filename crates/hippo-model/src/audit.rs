@@ -88,9 +88,9 @@ fn logits_of_stream(
         );
         let (out, next) = model.step(ids, valid, state)?;
         state = next;
-        let v = out.logits.dims()[2];
-        let data = out
-            .logits
+        let logits = out.logits();
+        let v = logits.dims()[2];
+        let data = logits
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()

@@ -219,7 +219,7 @@ pub fn generate(
             break StopReason::MaxTokens;
         }
         let out = r.read()?;
-        let next = sampler.sample_last(out.logits.clone()).map_err(|e| {
+        let next = sampler.sample_last(out.logits()).map_err(|e| {
             let e = match e {
                 hippo_gemma::GemmaError::InvalidInput(m) => m,
                 e => e.to_string(),

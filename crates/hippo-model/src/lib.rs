@@ -30,5 +30,6 @@ pub use fusion::{OutputFusion, ProbabilityMix};
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
 pub use layout::SegmentLayout;
 pub use model::{
-    HippoFormer, LogitPositions, LossTerms, Salience, SegmentOutput, log_sum_exp, mix_logits,
+    HippoFormer, LogitPositions, LossTerms, Mixture, Salience, SegmentOutput, log_sum_exp,
+    mix_logits,
 };

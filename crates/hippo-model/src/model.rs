@@ -60,22 +60,31 @@ pub enum LogitPositions {
     Last,
 }
 
+/// The probability-space mixture of one segment, kept sparse: what [`SegmentOutput::logits`]
+/// and [`HippoFormer::target_log_probs`] need to form `(1 − λ_t)·p_LM + λ_t·p_mem` without
+/// building a `[B, T, V]` tensor unless asked to.
+#[derive(Debug, Clone)]
+pub struct Mixture {
+    /// The mixture weight `λ_t` `[B, T]` (0 where no entry was eligible).
+    pub lambda: Tensor<2>,
+    /// The replay weights over the entries with a next token, `ŵ` `[B, T, M]`
+    /// ([`Retrieval::next_token_weights`]): `p_mem(w) = Σ_m ŵ_{t,m}·1[y_m = w]`.
+    pub weights: Tensor<3>,
+    /// The stored next tokens `y_m` `[B, M]` ([`NO_NEXT_TOKEN`] where a slot has none).
+    pub next_tokens: Tensor<2, Int>,
+    /// `ln Σ_w e^{lm_logits}` `[B, T]`: the LM head's log-normaliser.
+    pub lm_lse: Tensor<2>,
+}
+
 /// Everything one segment's forward produced.
 #[derive(Debug, Clone)]
 pub struct SegmentOutput {
-    /// Logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]): the prediction. With the
-    /// probability-space fusion, logits whose softmax is the mixture
-    /// `(1 − λ_t)·p_LM + λ_t·p_mem` (see [`mix_logits`]); otherwise the LM head's logits.
-    pub logits: Tensor<3>,
-    /// `ln Σ_w e^{lm_logits}` `[B, T]` (the LM head's log-normaliser), where the probability
-    /// path computed it; [`HippoFormer::target_log_probs`] reuses it.
-    pub lm_lse: Option<Tensor<2>>,
-    /// The LM head's logits before the probability mixture (same shape as `logits`; equal to
-    /// them without the probability path).
+    /// The LM head's logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]), before any
+    /// probability mixture: the prediction itself without the probability path (see
+    /// [`SegmentOutput::logits`]).
     pub lm_logits: Tensor<3>,
-    /// The mixture weight `λ_t` `[B, T]` where the probability path ran (0 where no entry
-    /// was eligible).
-    pub lambda: Option<Tensor<2>>,
+    /// The probability-space mixture, where that path ran.
+    pub mixture: Option<Mixture>,
     /// The segment's input ids `[B, T]` (the next tokens [`HippoFormer::commit`] stores).
     pub ids: Tensor<2, Int>,
     /// Base final hidden states `[B, T, D]`.
@@ -320,7 +329,7 @@ impl HippoFormer {
             (base_hidden.clone(), None)
         };
         let fs = self.config.fusion_space;
-        let mut mixture: Option<(Retrieval, Tensor<2>)> = None;
+        let mut mixture: Option<(Tensor<3>, Tensor<2>)> = None;
         let fused = if self.config.memory {
             let query = match self.config.query_mode {
                 QueryMode::PerPosition => hidden.clone(),
@@ -357,8 +366,9 @@ impl HippoFormer {
                 hidden.clone()
             };
             if fs.probability() {
-                let lambda = self.lambda(&hidden, &retrieval, state);
-                mixture = Some((retrieval, lambda));
+                let w = retrieval.next_token_weights(state);
+                let lambda = self.lambda(&hidden, &retrieval, w.clone());
+                mixture = Some((w, lambda));
             }
             fused
         } else {
@@ -368,16 +378,7 @@ impl HippoFormer {
             LogitPositions::All => (self.base.lm_head(fused.clone()), mixture),
             LogitPositions::Last if t > 0 => (
                 self.base.lm_head(fused.clone().slice_dim(1, t - 1..t)),
-                mixture.map(|(r, l)| {
-                    (
-                        Retrieval {
-                            weights: r.weights.slice_dim(1, t - 1..t),
-                            best_similarity: r.best_similarity.slice_dim(1, t - 1..t),
-                            any: r.any.slice_dim(1, t - 1..t),
-                        },
-                        l.slice_dim(1, t - 1..t),
-                    )
-                }),
+                mixture.map(|(w, l)| (w.slice_dim(1, t - 1..t), l.slice_dim(1, t - 1..t))),
             ),
             LogitPositions::Last => {
                 return Err(HippoError::InvalidInput(
@@ -385,28 +386,15 @@ impl HippoFormer {
                 ));
             }
         };
-        let (logits, lambda, lm_lse) = match mixture {
-            Some((retrieval, lambda)) => {
-                let lse = log_sum_exp(lm_logits.clone());
-                (
-                    mix_logits(
-                        lm_logits.clone(),
-                        lse.clone(),
-                        lambda.clone(),
-                        &retrieval,
-                        state,
-                    ),
-                    Some(lambda),
-                    Some(lse),
-                )
-            }
-            None => (lm_logits.clone(), None, None),
-        };
-        Ok(SegmentOutput {
-            logits,
-            lm_logits,
-            lm_lse,
+        let mixture = mixture.map(|(weights, lambda)| Mixture {
             lambda,
+            weights,
+            next_tokens: state.next_tokens.clone(),
+            lm_lse: log_sum_exp(lm_logits.clone()),
+        });
+        Ok(SegmentOutput {
+            lm_logits,
+            mixture,
             ids,
             base_hidden,
             hidden,
@@ -486,9 +474,9 @@ impl HippoFormer {
     }
 
     /// `λ_t` `[B, T]` of the probability path for a retrieval (see [`ProbabilityMix`]).
-    fn lambda(&self, hidden: &Tensor<3>, retrieval: &Retrieval, state: &MemoryState) -> Tensor<2> {
-        let m = state.capacity();
-        let w = retrieval.next_token_weights(state);
+    /// `w`: the retrieval's [`Retrieval::next_token_weights`] `[B, T, M]`.
+    fn lambda(&self, hidden: &Tensor<3>, retrieval: &Retrieval, w: Tensor<3>) -> Tensor<2> {
+        let m = w.dims()[2];
         let entropy = w
             .clone()
             .mul(w.clone().clamp_min(1e-30).log())
@@ -510,18 +498,35 @@ impl HippoFormer {
 
     /// `ln p(targets)` `[B, T]` under this segment's prediction (`targets` `[B, T]`, every id
     /// valid: callers put any id where there is no target and mask it). With the probability
-    /// path this reads `T` values and the stored normaliser instead of a softmax over the
-    /// vocabulary: `ln p_mix(y) = logits_y − lse(lm_logits) + ln(1 − λ)` (see [`mix_logits`]).
+    /// path this reads `T` values of the LM head, the stored normaliser and `p_mem` at the
+    /// targets instead of a softmax over the vocabulary:
+    /// `ln p_mix(y) = z_y − lse(z) + ln(1 − λ) + ln(1 + λ/(1 − λ)·p_mem(y)/p_LM(y))`, the log of
+    /// [`SegmentOutput::logits`]' softmax at `y` (see [`mix_logits`]; same cap on the ratio).
     pub fn target_log_probs(out: &SegmentOutput, targets: Tensor<2, Int>) -> Tensor<2> {
-        let [b, t, _] = out.logits.dims();
-        let y = out
-            .logits
+        let [b, t, _] = out.lm_logits.dims();
+        let z = out
+            .lm_logits
             .clone()
-            .gather(2, targets.reshape([b, t, 1]))
+            .gather(2, targets.clone().reshape([b, t, 1]))
             .reshape([b, t]);
-        match (&out.lambda, &out.lm_lse) {
-            (Some(lambda), Some(lse)) => y.sub(lse.clone()).add(lambda.clone().neg().log1p()),
-            _ => y.sub(log_sum_exp(out.logits.clone())),
+        match &out.mixture {
+            Some(mix) => {
+                let log_lm = z.sub(mix.lm_lse.clone());
+                let mass =
+                    hippo_memory::target_mass(mix.weights.clone(), &mix.next_tokens, targets);
+                let held = mass.clone().greater_elem(0.0);
+                let r = mass
+                    .clamp_min(1e-30)
+                    .log()
+                    .sub(log_lm.clone())
+                    .clamp_max(80.0)
+                    .exp();
+                let lam = mix.lambda.clone();
+                let odds = lam.clone().div(lam.clone().neg().add_scalar(1.0));
+                let lift = odds.mul(r).log1p().mask_fill(held.bool_not(), 0.0);
+                log_lm.add(lam.neg().log1p()).add(lift)
+            }
+            None => z.sub(log_sum_exp(out.lm_logits.clone())),
         }
     }
 
@@ -539,10 +544,10 @@ impl HippoFormer {
             .gather(2, targets.reshape([b, t, 1]))
             .reshape([b, t]);
         let lse = match (
-            &out.lm_lse,
+            &out.mixture,
             self.config.memory && self.config.fusion_space.hidden(),
         ) {
-            (Some(lse), false) => lse.clone(),
+            (Some(mix), false) => mix.lm_lse.clone(),
             _ => log_sum_exp(logits),
         };
         y.sub(lse)
@@ -578,7 +583,7 @@ impl HippoFormer {
     /// pads must carry −100.
     pub fn loss(&self, out: &SegmentOutput, targets: Tensor<2, Int>) -> LossTerms {
         let c = &self.config;
-        let device = out.logits.device();
+        let device = out.lm_logits.device();
         let scored = targets
             .clone()
             .not_equal_elem(-100)
@@ -682,18 +687,15 @@ pub fn log_sum_exp(z: Tensor<3>) -> Tensor<2> {
 /// normaliser is `lse − ln(1 − λ)` in closed form ([`HippoFormer::target_log_probs`]). `ln r` is
 /// capped at 80 (a base probability below `e^-80·p_mem` is then underestimated; f32 `exp`
 /// overflows at 88).
-pub fn mix_logits(
-    z: Tensor<3>,
-    lse: Tensor<2>,
-    lambda: Tensor<2>,
-    retrieval: &Retrieval,
-    state: &MemoryState,
-) -> Tensor<3> {
+///
+/// `z`: the LM head's logits `[B, T, V]`; `mixture`: the forward's sparse mixture (its `lm_lse`
+/// is `ln Σ e^z`).
+pub fn mix_logits(z: Tensor<3>, mixture: &Mixture) -> Tensor<3> {
     let [b, t, _] = z.dims();
-    let m = state.capacity();
-    let w = retrieval.next_token_weights(state);
-    let (mass, first) = hippo_memory::next_token_mass(w, state);
-    let y = state
+    let m = mixture.next_tokens.dims()[1];
+    let (mass, first) =
+        hippo_memory::next_token_mass(mixture.weights.clone(), &mixture.next_tokens);
+    let y = mixture
         .next_tokens
         .clone()
         .clamp_min(0)
@@ -702,7 +704,7 @@ pub fn mix_logits(
     let log_lm = z
         .clone()
         .gather(2, y.clone())
-        .sub(lse.reshape([b, t, 1]).expand([b, t, m]));
+        .sub(mixture.lm_lse.clone().reshape([b, t, 1]).expand([b, t, m]));
     let counted = mass
         .clone()
         .greater_elem(0.0)
@@ -713,7 +715,7 @@ pub fn mix_logits(
         .sub(log_lm)
         .clamp_max(80.0)
         .exp();
-    let lam = lambda.reshape([b, t, 1]);
+    let lam = mixture.lambda.clone().reshape([b, t, 1]);
     let odds = lam.clone().div(lam.neg().add_scalar(1.0)); // λ/(1 − λ), [B, T, 1]
     let delta = odds
         .expand([b, t, m])
@@ -721,4 +723,17 @@ pub fn mix_logits(
         .log1p()
         .mask_fill(counted.bool_not(), 0.0);
     z.scatter(2, y, delta, IndexingUpdateOp::Add)
+}
+
+impl SegmentOutput {
+    /// The prediction's logits `[B, T, V]` (`[B, 1, V]` with [`LogitPositions::Last`]): with the
+    /// probability path, logits whose softmax is the mixture `(1 − λ_t)·p_LM + λ_t·p_mem`
+    /// ([`mix_logits`], built here on demand: scoring reads only the targets, through
+    /// [`HippoFormer::target_log_probs`]); otherwise [`SegmentOutput::lm_logits`].
+    pub fn logits(&self) -> Tensor<3> {
+        match &self.mixture {
+            Some(mix) => mix_logits(self.lm_logits.clone(), mix),
+            None => self.lm_logits.clone(),
+        }
+    }
 }

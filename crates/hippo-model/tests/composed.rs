@@ -22,7 +22,7 @@ fn fresh_modules_give_the_base_logits_exactly_over_a_stream() {
             let want = to_vec(base.forward(ids.clone(), None).logits);
             let (out, next) = model.step(ids, valid, state).unwrap();
             state = next;
-            let got = to_vec(out.logits);
+            let got = to_vec(out.logits());
             let diff = got
                 .iter()
                 .zip(&want)
@@ -84,7 +84,7 @@ fn streams_are_independent() {
             let (ids, valid) = tensors(rows, seg * 10, seg * 10 + 10);
             let (out, next) = model.step(ids, valid, state).unwrap();
             state = next;
-            let l = to_vec(out.logits);
+            let l = to_vec(out.logits());
             row0.extend_from_slice(&l[..l.len() / 2]);
         }
         (row0, to_vec(state.states.clone().slice_dim(0, 0..1)))

@@ -185,7 +185,7 @@ fn greedy_tokens_are_the_argmax_of_the_stream_scored_as_evaluation_reads_it() {
         let valid = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n], [1, n]), &dev);
         let out = model.forward(x, valid, &state).unwrap();
         let am: Vec<i64> = out
-            .logits
+            .logits()
             .clone()
             .argmax(2)
             .to_data()

@@ -269,7 +269,7 @@ fn held_out() -> Batch {
 fn evaluate(model: &HippoFormer) -> Score {
     let device = Device::flex();
     let b = held_out();
-    score(read_stream(model, &b, &device).logits, &b)
+    score(read_stream(model, &b, &device).logits(), &b)
 }
 
 #[test]

@@ -87,17 +87,17 @@ fn the_sparse_mixture_is_its_dense_definition_and_normalised() {
             );
         }
         assert_eq!(any.iter().any(|a| *a), seg > 0, "segment {seg}");
-        let lambda = out.lambda.clone().unwrap();
+        let lambda = out.mixture.as_ref().unwrap().lambda.clone();
         let lam = to_vec(lambda.clone());
         assert!(lam.iter().all(|l| (0.0..1.0).contains(l)));
         if seg > 0 {
             assert!(lam.iter().any(|l| *l > 0.1), "{lam:?}");
         }
-        let [b, t, _] = out.logits.dims();
+        let [b, t, _] = out.logits().dims();
         let dense = softmax(out.lm_logits.clone(), 2)
             .mul(lambda.clone().neg().add_scalar(1.0).reshape([b, t, 1]))
             .add(p_mem.mul(lambda.reshape([b, t, 1])));
-        let got = softmax(out.logits.clone(), 2);
+        let got = softmax(out.logits().clone(), 2);
         let diff = to_vec(got.sub(dense.clone()))
             .iter()
             .fold(0.0f32, |a, x| a.max(x.abs()));
@@ -170,12 +170,12 @@ fn memory_off_logits_reuse_the_base_pass_and_equal_memory_off() {
             let want = to_vec(
                 off.forward(ids, valid, &off.empty_state(2, &device()))
                     .unwrap()
-                    .logits,
+                    .logits(),
             );
             assert_eq!(twin, want, "{space:?}, segment {seg}");
             if seg > 0 {
                 assert_ne!(
-                    to_vec(out.logits.clone()),
+                    to_vec(out.logits().clone()),
                     want,
                     "{space:?}: memory changed nothing"
                 );
@@ -206,7 +206,7 @@ fn the_closed_mixture_has_a_gradient_on_its_opening() {
         .forward(ids.clone().to_device(&dev), valid.to_device(&dev), &state)
         .unwrap();
     // Closed: exactly the LM head's logits.
-    assert_eq!(to_vec(out.logits.clone()), to_vec(out.lm_logits.clone()));
+    assert_eq!(to_vec(out.logits().clone()), to_vec(out.lm_logits.clone()));
     let targets = Tensor::cat(
         vec![
             ids.clone().slice_dim(1, 1..10),

@@ -50,11 +50,11 @@ fn fresh_bf16_modules_give_the_bf16_base_logits_exactly() {
             let f32_logits = to_vec(f32_base.forward(ids.clone(), None).logits);
             let (out, next) = model.step(ids, valid, state).unwrap();
             state = next;
-            for t in [&out.logits, &out.fused] {
+            for t in [&out.logits(), &out.fused] {
                 assert_eq!(t.dtype(), DType::F32, "{name}");
             }
             assert_eq!(out.hidden.dtype(), DType::F32, "{name}");
-            let got = to_vec(out.logits);
+            let got = to_vec(out.logits());
             let diff = max_abs_diff(&got, &want);
             assert!(
                 diff <= 1e-6,
@@ -99,7 +99,7 @@ fn the_inference_copy_keeps_bf16() {
         inference
             .forward(ids.clone(), valid, &state)
             .unwrap()
-            .logits,
+            .logits(),
     );
     let want = to_vec(
         base()

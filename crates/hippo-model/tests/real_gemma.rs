@@ -27,7 +27,7 @@ fn fresh_hippoformer_equals_gemma_3_270m() {
         let want = base.forward(x.clone(), None).logits;
         let (out, next) = model.step(x, valid, state).unwrap();
         state = next;
-        let diff = (out.logits - want).abs().max().into_scalar::<f32>();
+        let diff = (out.logits() - want).abs().max().into_scalar::<f32>();
         assert!(diff <= 1e-6, "segment {seg}: |Δlogit| = {diff}");
     }
     assert!(

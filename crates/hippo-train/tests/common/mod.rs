@@ -116,8 +116,8 @@ pub fn logits(m: &HippoFormer) -> Vec<f32> {
     let state = m.empty_state(2, &dev);
     let (_, state) = m.step(ids.clone(), valid.clone(), state).unwrap();
     let out = m.forward(ids, valid, &state).unwrap();
-    assert_eq!(out.logits.dtype(), DType::F32);
-    out.logits
+    assert_eq!(out.logits().dtype(), DType::F32);
+    out.logits()
         .to_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
