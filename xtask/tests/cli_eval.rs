@@ -39,8 +39,8 @@ fn eval_on_the_real_model_writes_results_that_parse() {
         r.base.mean_nll,
         r.hippoformer.mean_nll
     );
-    // Gemma-3-270M on Wikipedia: a sane perplexity on the first segment (the one that starts
-    // with BOS; later segments start without it and the base model scores them worse).
+    // Gemma-3-270M on Wikipedia: a sane perplexity on the first segment (every segment starts
+    // with BOS; the first has no memory before it and its own start for context).
     let first = r.base.nll_by_segment[0].unwrap();
     assert!(first > 0.5 && first < 200f64.ln(), "segment 0 NLL {first}");
     assert!(r.base.token_ppl.is_finite());

@@ -70,18 +70,19 @@ fn gemma1_legacy_gelu_config_matches_transformers() {
 
 #[test]
 fn every_config_form_describes_the_same_model() {
-    for dir in [
-        "tiny-gemma1",
-        "tiny-gemma2",
-        "tiny-gemma3",
-        "tiny-gemma1-gelu-legacy",
-    ] {
+    // Each fixture's alternative layouts, named: a renamed or missing file fails here.
+    let forms: [(&str, &[&str]); 4] = [
+        ("tiny-gemma1", &["config.v4.json"]),
+        ("tiny-gemma2", &["config.v4.json"]),
+        ("tiny-gemma3", &["config.v4.json", "config.v5.json"]),
+        ("tiny-gemma1-gelu-legacy", &["config.v5.json"]),
+    ];
+    for (dir, alts) in forms {
         let base = GemmaConfig::from_hf_file(&fixtures().join(dir).join("config.json")).unwrap();
-        for alt in ["config.v4.json", "config.v5.json"] {
+        for alt in alts {
             let p = fixtures().join(dir).join(alt);
-            if p.exists() {
-                assert_eq!(GemmaConfig::from_hf_file(&p).unwrap(), base, "{dir}/{alt}");
-            }
+            assert!(p.is_file(), "fixture {} is missing", p.display());
+            assert_eq!(GemmaConfig::from_hf_file(&p).unwrap(), base, "{dir}/{alt}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Behavioural tests of the priority buffer against a plain f64 scalar reference, plus causality,
 //! row independence, gradients, ageing, statistics, validation and `soft_top_k`.
 
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use hippo_memory::{MemoryError, MemoryState, PriorityBuffer, PriorityBufferConfig, soft_top_k};
 
 fn device() -> Device {
@@ -985,11 +985,22 @@ fn soft_top_k_sums_to_k_and_preserves_order() {
 
 #[test]
 fn soft_top_k_is_differentiable() {
+    // The threshold λ is a constant of the backward pass, so ∂Σ_i c_i w_i / ∂s_i = c_i·w_i(1 − w_i)/τ:
+    // one weight's gradient, no cross terms (a gradient through λ would add −Σ_j c_j w_j(1−w_j)/τ
+    // times ∂λ/∂s_i to every entry). Fixed scores and signed coefficients, so signs vary.
     let device = device().autodiff();
-    let scores = Tensor::<1>::random([9], Distribution::Default, &device).require_grad();
-    let w = soft_top_k(scores.clone(), 3, 0.5).expect("soft_top_k");
-    let target = Tensor::<1, Int>::arange(1..10, &device).float();
-    let grads = (w * target).sum().backward();
-    let g = scores.grad(&grads).expect("gradient");
-    assert!(host(&g).iter().all(|x| *x > 0.0));
+    let s = [0.3f32, -1.2, 0.9, 0.05, 2.1, -0.4, 1.4, 0.6, -2.0];
+    let c = [1.0f32, -2.0, 0.5, 3.0, -1.0, 2.0, -0.5, 1.5, 0.25];
+    let tau = 0.5;
+    let scores = Tensor::<1>::from_floats(s, &device).require_grad();
+    let w = soft_top_k(scores.clone(), 3, tau).expect("soft_top_k");
+    let wv = host(&w.clone().detach());
+    let coef = Tensor::<1>::from_floats(c, &device);
+    let grads = (w * coef).sum().backward();
+    let g = host(&scores.grad(&grads).expect("gradient"));
+    for i in 0..s.len() {
+        let want = f64::from(c[i]) * wv[i] * (1.0 - wv[i]) / tau;
+        assert!((g[i] - want).abs() < 1e-5, "entry {i}: {} vs {want}", g[i]);
+    }
+    assert!(g.iter().any(|x| *x < 0.0) && g.iter().any(|x| *x > 0.0));
 }

@@ -588,7 +588,8 @@ fn bad_options_are_refused_with_the_field_named() {
                 lr: 0.0,
                 ..ok.clone()
             },
-            "lr",
+            // The field and its value: "lr" alone also matches lora_lr_mult and drift_lr_mult.
+            "lr = 0 must be",
         ),
     ];
     for (o, needle) in cases {
