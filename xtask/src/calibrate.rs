@@ -63,6 +63,13 @@ pub struct CalibrateArgs {
     /// Mixture weights λ to try (comma-separated, each in (0, 0.4995]).
     #[arg(long, value_delimiter = ',')]
     pub lambdas: Option<Vec<f64>>,
+    /// Slopes a ≥ 0 of the confidence gate λ_t = 2λ·σ(a·(best similarity − c)) to try
+    /// (comma-separated; 0 = a constant λ).
+    #[arg(long, value_delimiter = ',')]
+    pub gate_slopes: Option<Vec<f64>>,
+    /// Centres c of that gate to try (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub gate_centers: Option<Vec<f64>>,
     /// Where the calibrated checkpoint goes.
     #[arg(long, default_value = "runs/calibrated")]
     pub output: PathBuf,
@@ -117,6 +124,12 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     if let Some(l) = &args.lambdas {
         grid.lambdas = l.clone();
     }
+    if let Some(a) = &args.gate_slopes {
+        grid.gate_slopes = a.clone();
+    }
+    if let Some(c) = &args.gate_centers {
+        grid.gate_centers = c.clone();
+    }
     if args.max_doc_tokens.is_some_and(|n| n < 2) {
         return Err(usage(anyhow::anyhow!("--max-doc-tokens must be ≥ 2")));
     }
@@ -162,9 +175,11 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     };
     tracing::info!(
         corpus = %spec, %split, documents = corpus.docs.len(), tokens = corpus.total_tokens(),
-        "calibrating θ × λ over {} × {} points",
+        "calibrating θ × λ × gate over {} × {} × ({} slopes, {} centres)",
         grid.score_scales.len(),
-        grid.lambdas.len()
+        grid.lambdas.len(),
+        grid.gate_slopes.len(),
+        grid.gate_centers.len()
     );
     let mut last = Instant::now();
     let cal = calibrate(
@@ -192,7 +207,8 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     checkpoint::save(&model, &args.output, step, &base_ref).map_err(model_err)?;
     println!(
         "calibrated on {} documents, {} targets ({} with memory): LM alone {:.4} nats \
-         (ppl {:.3}); best θ = {}, λ = {}: {:.4} nats (ppl {:.3}, {:+.2}%)",
+         (ppl {:.3}); best θ = {}, λ = {}, gate slope {} centre {}: {:.4} nats (ppl {:.3}, \
+         {:+.2}%)",
         cal.documents,
         cal.tokens,
         cal.tokens_with_memory,
@@ -200,6 +216,8 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         cal.lm_mean_nll.exp(),
         cal.best.score_scale,
         cal.best.lambda,
+        cal.best.gate_slope,
+        cal.best.gate_center,
         cal.best.mean_nll,
         cal.best.mean_nll.exp(),
         100.0 * ((cal.best.mean_nll - cal.lm_mean_nll).exp() - 1.0)

@@ -477,6 +477,8 @@ fn demo_model(
         tracing::info!(
             theta = cal.best.score_scale,
             lambda = cal.best.lambda,
+            gate_slope = cal.best.gate_slope,
+            gate_center = cal.best.gate_center,
             lm_nll = cal.lm_mean_nll,
             nll = cal.best.mean_nll,
             "calibrated on {} SOTU validation addresses ({} targets) in {:.0?}",
@@ -568,14 +570,16 @@ fn markdown(r: &Results) -> String {
     if let Some(c) = &r.calibration {
         s.push_str(&format!(
             "\nCalibration (zero gradient steps) on {} SOTU validation addresses, {} targets ({} \
-             with memory): LM alone {:.4} nats/token; best θ = {}, λ = {}: {:.4} ({:+.2}% \
-             perplexity).\n",
+             with memory): LM alone {:.4} nats/token; best θ = {}, λ = {} (confidence gate: slope {}, \
+             centre {}): {:.4} ({:+.2}% perplexity).\n",
             c.documents,
             c.tokens,
             c.tokens_with_memory,
             c.lm_mean_nll,
             c.best.score_scale,
             c.best.lambda,
+            c.best.gate_slope,
+            c.best.gate_center,
             c.best.mean_nll,
             100.0 * ((c.best.mean_nll - c.lm_mean_nll).exp() - 1.0)
         ));

@@ -7,8 +7,14 @@
 //! LM probability `p_LM(y)` and, for every `θ` of the grid, the memory's `p_mem(y)` (the model's
 //! own multi-round replay with that `θ`) and whether any entry was eligible. The mixture's NLL
 //! `−ln((1 − λ)·p_LM + λ·p_mem)` (λ only where an entry was eligible) is then computed for every
-//! `(θ, λ)` on the host. The best pair is applied by [`apply`]: `θ` into the buffer's
-//! `ln θ`, and the opening `o = λ / σ(0) = 2λ` (a fresh gate reads σ(0) = ½ everywhere).
+//! `(θ, λ, gate)` on the host. The gate is a confidence gate on the retrieval's best similarity
+//! `s_t` (recorded in the same pass): `λ_t = 2λ·σ(a·(s_t − c))`, so a slope `a = 0` is the
+//! constant `λ` of the neural cache, and `a > 0` opens the mixture where a stored context is
+//! close and closes it where the cache's distribution would be flat (the words a cache hurts).
+//! The best point is applied by [`apply`]: `θ` into the buffer's `ln θ`, the opening
+//! `o = 2λ`, and the mixture gate's weights set to exactly what was assumed (the similarity's
+//! weight `a`, bias `−a·c`, every other weight 0; slopes > 0 are tried only where the gate is
+//! live, `fusion = true`).
 //!
 //! This is the neural cache's recipe (Grave et al. 2017: θ and λ tuned on validation data) run
 //! through HippoFormer's own salience → buffer → replay path.
@@ -32,8 +38,24 @@ use crate::{
 pub struct CalibrationGrid {
     /// Score scales `θ` (> 0).
     pub score_scales: Vec<f64>,
-    /// Mixture weights `λ` (in `(0, MAX_OPENING/2]`).
+    /// Mixture weights `λ` (in `(0, MAX_OPENING/2]`): `λ` where the gate reads ½.
     pub lambdas: Vec<f64>,
+    /// Slopes `a ≥ 0` of a confidence gate on the retrieval's best similarity `s_t`:
+    /// `λ_t = 2λ·σ(a·(s_t − c))` (`a = 0`: the same `λ` everywhere, Grave et al.'s cache).
+    /// Slopes > 0 are tried only where the model's gate is live (`fusion = true`).
+    #[serde(default = "default_slopes")]
+    pub gate_slopes: Vec<f64>,
+    /// Centres `c` of that gate (the similarity at which `λ_t = λ`).
+    #[serde(default = "default_centers")]
+    pub gate_centers: Vec<f64>,
+}
+
+fn default_slopes() -> Vec<f64> {
+    vec![0.0, 5.0, 10.0, 20.0]
+}
+
+fn default_centers() -> Vec<f64> {
+    vec![0.3, 0.5, 0.7, 0.9]
 }
 
 impl Default for CalibrationGrid {
@@ -41,6 +63,8 @@ impl Default for CalibrationGrid {
         Self {
             score_scales: vec![5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0],
             lambdas: vec![0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4],
+            gate_slopes: default_slopes(),
+            gate_centers: default_centers(),
         }
     }
 }
@@ -50,8 +74,14 @@ impl Default for CalibrationGrid {
 pub struct CalibrationPoint {
     /// `θ`.
     pub score_scale: f64,
-    /// `λ`.
+    /// `λ` (at the gate's centre; everywhere with slope 0).
     pub lambda: f64,
+    /// The confidence gate's slope `a` (0: none).
+    #[serde(default)]
+    pub gate_slope: f64,
+    /// The confidence gate's centre `c`.
+    #[serde(default)]
+    pub gate_center: f64,
     /// Mean NLL per target with this pair.
     pub mean_nll: f64,
 }
@@ -98,6 +128,25 @@ fn check_grid(grid: &CalibrationGrid) -> Result<()> {
             "λ = {l} must lie in (0, {max_lambda}] (the opening 2λ is at most {MAX_OPENING})"
         )));
     }
+    if let Some(a) = grid
+        .gate_slopes
+        .iter()
+        .find(|a| !(a.is_finite() && **a >= 0.0))
+    {
+        return Err(EvalError::Options(format!(
+            "gate slope {a} must be finite and ≥ 0"
+        )));
+    }
+    if let Some(c) = grid.gate_centers.iter().find(|c| !c.is_finite()) {
+        return Err(EvalError::Options(format!(
+            "gate centre {c} must be finite"
+        )));
+    }
+    if grid.gate_slopes.iter().any(|a| *a > 0.0) && grid.gate_centers.is_empty() {
+        return Err(EvalError::Options(
+            "a gate slope > 0 needs at least one gate centre".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -141,6 +190,8 @@ pub fn calibrate(
     let mut p_lm: Vec<f64> = Vec::new();
     let mut p_mem: Vec<Vec<f64>> = vec![Vec::new(); n_theta];
     let mut present: Vec<Vec<bool>> = vec![Vec::new(); n_theta];
+    // Per scored target: the best similarity (the same for every θ).
+    let mut best_sim: Vec<f64> = Vec::new();
     let tokens_total = total_targets(&corpus);
     for batch in batcher {
         state = reset_new_documents(state, &batch)?;
@@ -163,6 +214,7 @@ pub fn calibrate(
                 .filter(|(_, s)| **s)
                 .map(|(&l, _)| f64::from(l).exp()),
         );
+        let mut sim_of_batch: Option<Vec<f32>> = None;
         for (k, variant) in variants.iter().enumerate() {
             let r = variant
                 .memory
@@ -172,10 +224,16 @@ pub fn calibrate(
             let pm = hippo_memory::target_mass(w, &state.next_tokens, y.clone());
             let pm = to_host_f32(pm.reshape([b * t]))?;
             let any: Vec<bool> = r.any.clone().into_data().iter::<bool>().collect();
+            if sim_of_batch.is_none() {
+                sim_of_batch = Some(to_host_f32(r.best_similarity.clone().reshape([b * t]))?);
+            }
             for i in (0..b * t).filter(|&i| scored[i]) {
                 p_mem[k].push(f64::from(pm[i]));
                 present[k].push(any[i]);
             }
+        }
+        if let Some(sim) = sim_of_batch {
+            best_sim.extend((0..b * t).filter(|&i| scored[i]).map(|i| f64::from(sim[i])));
         }
         state = model.commit(state, &out)?.0;
         progress(Progress {
@@ -190,20 +248,47 @@ pub fn calibrate(
         ));
     }
     let lm_mean_nll = p_lm.iter().map(|p| -p.ln()).sum::<f64>() / n as f64;
-    let mut points = Vec::with_capacity(n_theta * grid.lambdas.len());
+    // (slope, centre) pairs: slope 0 once (its centre is irrelevant), the rest only where the
+    // model's gate is live.
+    let mut gates: Vec<(f64, f64)> = Vec::new();
+    for &a in &grid.gate_slopes {
+        if a == 0.0 {
+            if !gates.iter().any(|g| g.0 == 0.0) {
+                gates.push((0.0, 0.0));
+            }
+        } else if c.fusion {
+            gates.extend(grid.gate_centers.iter().map(|&cc| (a, cc)));
+        }
+    }
+    if gates.is_empty() {
+        return Err(EvalError::Options(
+            "no gate to try: slopes > 0 need fusion = true (the gate is live only then); add 0"
+                .into(),
+        ));
+    }
+    let mut points = Vec::with_capacity(n_theta * grid.lambdas.len() * gates.len());
     for (k, &theta) in grid.score_scales.iter().enumerate() {
         for &lambda in &grid.lambdas {
-            let total: f64 = (0..n)
-                .map(|i| {
-                    let l = if present[k][i] { lambda } else { 0.0 };
-                    -((1.0 - l) * p_lm[i] + l * p_mem[k][i]).ln()
-                })
-                .sum();
-            points.push(CalibrationPoint {
-                score_scale: theta,
-                lambda,
-                mean_nll: total / n as f64,
-            });
+            let o = (2.0 * lambda).min(f64::from(MAX_OPENING));
+            for &(slope, center) in &gates {
+                let total: f64 = (0..n)
+                    .map(|i| {
+                        let l = if present[k][i] {
+                            o * sigmoid(slope * (best_sim[i] - center))
+                        } else {
+                            0.0
+                        };
+                        -((1.0 - l) * p_lm[i] + l * p_mem[k][i]).ln()
+                    })
+                    .sum();
+                points.push(CalibrationPoint {
+                    score_scale: theta,
+                    lambda,
+                    gate_slope: slope,
+                    gate_center: center,
+                    mean_nll: total / n as f64,
+                });
+            }
         }
     }
     let best = points
@@ -224,6 +309,10 @@ pub fn calibrate(
     })
 }
 
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
 fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> HippoFormer {
     model.memory.log_score_scale =
         Param::from_tensor(Tensor::from_floats([theta.ln() as f32], device));
@@ -239,5 +328,20 @@ pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
     model.config.memory_score_scale = point.score_scale;
     let o = (2.0 * point.lambda).min(f64::from(MAX_OPENING)) as f32;
     model.mix.opening = Param::from_tensor(Tensor::from_floats([o], &device));
+    // The gate reads [h/rms; best similarity; entropy]: only the similarity's weight and the
+    // bias are set, σ(a·s − a·c).
+    let [d_in, d_out] = model.mix.gate.weight.dims();
+    let mut w = vec![0.0f32; d_in * d_out];
+    if d_in >= 2 && d_out == 1 {
+        w[d_in - 2] = point.gate_slope as f32;
+    }
+    model.mix.gate.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(w, [d_in, d_out]),
+        &device,
+    ));
+    model.mix.gate.bias = Some(Param::from_tensor(Tensor::from_floats(
+        [(-point.gate_slope * point.gate_center) as f32],
+        &device,
+    )));
     model
 }

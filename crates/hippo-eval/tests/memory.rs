@@ -195,6 +195,8 @@ fn calibration_numbers_are_what_evaluation_of_the_calibrated_model_gives() {
     let grid = CalibrationGrid {
         score_scales: vec![10.0, 40.0],
         lambdas: vec![0.05, 0.3],
+        gate_slopes: vec![0.0, 20.0],
+        gate_centers: vec![0.5],
     };
     let cal = calibrate(
         &fresh,
@@ -205,7 +207,8 @@ fn calibration_numbers_are_what_evaluation_of_the_calibrated_model_gives() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(cal.grid.len(), 4);
+    assert_eq!(cal.grid.len(), 8);
+    assert!(cal.grid.iter().any(|p| p.gate_slope > 0.0));
     let (lm, _) = evaluate_traced(
         &Scorer::Hippo(&fresh),
         valid.clone(),
@@ -241,6 +244,12 @@ fn calibration_numbers_are_what_evaluation_of_the_calibrated_model_gives() {
     let bad = CalibrationGrid {
         score_scales: vec![10.0],
         lambdas: vec![0.6],
+        ..CalibrationGrid::default()
+    };
+    assert!(calibrate(&fresh, valid.clone(), &opts(), &bad, &device(), &mut |_| {}).is_err());
+    let bad = CalibrationGrid {
+        gate_slopes: vec![-1.0],
+        ..grid.clone()
     };
     assert!(calibrate(&fresh, valid.clone(), &opts(), &bad, &device(), &mut |_| {}).is_err());
     let hidden = HippoFormer::new(
