@@ -179,6 +179,24 @@ pub fn calibrate(
         .with_layout(layout)
         .with_min_tokens(2);
     let batcher = StreamBatcher::new(corpus.clone(), config)?;
+    // (slope, centre) pairs: slope 0 once (its centre is irrelevant), the rest only where the
+    // model's gate is live.
+    let mut gates: Vec<(f64, f64)> = Vec::new();
+    for &a in &grid.gate_slopes {
+        if a == 0.0 {
+            if !gates.iter().any(|g| g.0 == 0.0) {
+                gates.push((0.0, 0.0));
+            }
+        } else if c.fusion {
+            gates.extend(grid.gate_centers.iter().map(|&cc| (a, cc)));
+        }
+    }
+    if gates.is_empty() {
+        return Err(EvalError::Options(
+            "no gate to try: slopes > 0 need fusion = true (the gate is live only then); add 0"
+                .into(),
+        ));
+    }
     let variants: Vec<HippoFormer> = grid
         .score_scales
         .iter()
@@ -214,7 +232,6 @@ pub fn calibrate(
                 .filter(|(_, s)| **s)
                 .map(|(&l, _)| f64::from(l).exp()),
         );
-        let mut sim_of_batch: Option<Vec<f32>> = None;
         for (k, variant) in variants.iter().enumerate() {
             let r = variant
                 .memory
@@ -224,16 +241,15 @@ pub fn calibrate(
             let pm = hippo_memory::target_mass(w, &state.next_tokens, y.clone());
             let pm = to_host_f32(pm.reshape([b * t]))?;
             let any: Vec<bool> = r.any.clone().into_data().iter::<bool>().collect();
-            if sim_of_batch.is_none() {
-                sim_of_batch = Some(to_host_f32(r.best_similarity.clone().reshape([b * t]))?);
+            if k == 0 {
+                // θ only scales the scores: the best similarity is the same for every variant.
+                let sim = to_host_f32(r.best_similarity.clone().reshape([b * t]))?;
+                best_sim.extend((0..b * t).filter(|&i| scored[i]).map(|i| f64::from(sim[i])));
             }
             for i in (0..b * t).filter(|&i| scored[i]) {
                 p_mem[k].push(f64::from(pm[i]));
                 present[k].push(any[i]);
             }
-        }
-        if let Some(sim) = sim_of_batch {
-            best_sim.extend((0..b * t).filter(|&i| scored[i]).map(|i| f64::from(sim[i])));
         }
         state = model.commit(state, &out)?.0;
         progress(Progress {
@@ -248,28 +264,10 @@ pub fn calibrate(
         ));
     }
     let lm_mean_nll = p_lm.iter().map(|p| -p.ln()).sum::<f64>() / n as f64;
-    // (slope, centre) pairs: slope 0 once (its centre is irrelevant), the rest only where the
-    // model's gate is live.
-    let mut gates: Vec<(f64, f64)> = Vec::new();
-    for &a in &grid.gate_slopes {
-        if a == 0.0 {
-            if !gates.iter().any(|g| g.0 == 0.0) {
-                gates.push((0.0, 0.0));
-            }
-        } else if c.fusion {
-            gates.extend(grid.gate_centers.iter().map(|&cc| (a, cc)));
-        }
-    }
-    if gates.is_empty() {
-        return Err(EvalError::Options(
-            "no gate to try: slopes > 0 need fusion = true (the gate is live only then); add 0"
-                .into(),
-        ));
-    }
     let mut points = Vec::with_capacity(n_theta * grid.lambdas.len() * gates.len());
     for (k, &theta) in grid.score_scales.iter().enumerate() {
         for &lambda in &grid.lambdas {
-            let o = (2.0 * lambda).min(f64::from(MAX_OPENING));
+            let o = opening(lambda);
             for &(slope, center) in &gates {
                 let total: f64 = (0..n)
                     .map(|i| {
@@ -309,6 +307,11 @@ pub fn calibrate(
     })
 }
 
+/// The opening `o = 2λ` that makes a gate reading ½ give `λ`.
+fn opening(lambda: f64) -> f64 {
+    (2.0 * lambda).min(f64::from(MAX_OPENING))
+}
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -326,7 +329,7 @@ pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
     let device = model.mix.opening.val().device();
     let mut model = with_score_scale(model, point.score_scale, &device);
     model.config.memory_score_scale = point.score_scale;
-    let o = (2.0 * point.lambda).min(f64::from(MAX_OPENING)) as f32;
+    let o = opening(point.lambda) as f32;
     model.mix.opening = Param::from_tensor(Tensor::from_floats([o], &device));
     // The gate reads [h/rms; best similarity; entropy]: only the similarity's weight and the
     // bias are set, σ(a·s − a·c).
