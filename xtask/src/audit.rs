@@ -40,12 +40,8 @@ pub struct AuditArgs {
 #[allow(clippy::print_stdout)]
 pub fn run(args: &AuditArgs) -> Result<()> {
     let device = crate::device::parse(&args.device).map_err(crate::UsageError::wrap)?;
-    let cfg = match &args.config {
-        Some(p) => {
-            HippoFormerConfig::from_toml_file(p).map_err(|e| crate::UsageError::wrap(e.into()))?
-        }
-        None => HippoFormerConfig::default(),
-    };
+    let cfg = HippoFormerConfig::from_toml_file_or_default(args.config.as_deref())
+        .map_err(crate::usage)?;
     if args.seg < 2 || args.segments < 2 {
         bail!(crate::UsageError::new("need --seg ≥ 2 and --segments ≥ 2"));
     }

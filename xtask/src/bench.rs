@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use burn::tensor::{Bool, Device, Distribution, Tensor};
+use hippo_data::{CorpusSpec, Split, TokenizedCorpus};
 use hippo_gemma::{Gemma, GemmaTokenizer, load_from};
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus};
 use serde::Serialize;
 
 /// Arguments of `bench`.
@@ -208,12 +208,7 @@ fn best_of_pair<A: FnMut() -> Result<()>, B: FnMut() -> Result<()>>(
 }
 
 fn bench_config(args: &BenchArgs) -> Result<HippoFormerConfig> {
-    Ok(match &args.config {
-        Some(p) => {
-            HippoFormerConfig::from_toml_file(p).map_err(|e| crate::UsageError::wrap(e.into()))?
-        }
-        None => HippoFormerConfig::default(),
-    })
+    HippoFormerConfig::from_toml_file_or_default(args.config.as_deref()).map_err(crate::usage)
 }
 
 /// HippoFormer's read-only forward over `ids` with every stream's buffer full, scored (log-probability

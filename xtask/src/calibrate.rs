@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use hippo_data::{CorpusSpec, Split};
 use hippo_eval::calibrate::{CalibrationGrid, apply, calibrate};
 use hippo_eval::{EvalOptions, Progress, truncated};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, Split};
 
 use crate::eval::{data_err, eval_err, model_err};
 use crate::usage;
@@ -82,10 +82,10 @@ pub struct CalibrateArgs {
 /// word and byte counts are those of the decoded kept tokens (BOS excluded), so word and byte
 /// perplexities stay per word and byte of what was scored.
 pub fn clipped(
-    corpus: Arc<hippo_train::data::TokenizedCorpus>,
+    corpus: Arc<hippo_data::TokenizedCorpus>,
     n: Option<usize>,
     tok: &GemmaTokenizer,
-) -> Result<Arc<hippo_train::data::TokenizedCorpus>> {
+) -> Result<Arc<hippo_data::TokenizedCorpus>> {
     match n {
         Some(n) if corpus.docs.iter().any(|d| d.tokens.len() > n) => {
             let mut c = (*corpus).clone();
@@ -94,7 +94,7 @@ pub fn clipped(
                 let text = tok
                     .decode(&d.tokens[1..])
                     .with_context(|| format!("decoding the kept tokens of {}", d.id))?;
-                d.stats = hippo_train::data::TextStats::of(&text);
+                d.stats = hippo_data::TextStats::of(&text);
             }
             Ok(Arc::new(c))
         }
@@ -114,8 +114,9 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         .transpose()?;
     let config = match (&ckpt, &args.config) {
         (Some(d), _) => checkpoint::read_config(d).map_err(model_err)?,
-        (None, Some(p)) => HippoFormerConfig::from_toml_file(p).map_err(model_err)?,
-        (None, None) => HippoFormerConfig::default(),
+        (None, p) => {
+            HippoFormerConfig::from_toml_file_or_default(p.as_deref()).map_err(model_err)?
+        }
     };
     let mut grid = CalibrationGrid::default();
     if let Some(s) = &args.score_scales {

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use hippo_data::{CorpusSpec, Split, TokenizedCorpus};
 use hippo_eval::calibrate::{Calibration, CalibrationGrid, apply, calibrate};
-use hippo_eval::figures::{self, Bar, BufferTrace, FigurePaths, Series};
+use hippo_eval::figures::{self, Bar, FigurePaths, Series};
+use hippo_eval::probe::{BufferTrace, SaliencePassage, buffer_trace, salience_passage};
 use hippo_eval::{
     EvalOptions, LongRange, PplReport, Scorer, evaluate_full_context, evaluate_traced,
     evaluate_with_memory_off, long_range,
@@ -26,8 +28,7 @@ use hippo_eval::{
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus};
-use hippo_train::trainer::{TrainOptions, train_model};
+use hippo_train::trainer::TrainOptions;
 use serde::{Deserialize, Serialize};
 
 /// Arguments of `demo`.
@@ -78,13 +79,6 @@ struct Row {
     split: String,
     scorer: String,
     report: PplReport,
-}
-
-/// Salience of one real passage (the first segment of the first held-out article).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct SaliencePassage {
-    tokens: Vec<String>,
-    salience: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -206,59 +200,6 @@ fn figures_from_results(r: &Results, dir: &Path) -> Result<Vec<FigurePaths>> {
     Ok(out)
 }
 
-/// Salience of the trained model over the first segment of `doc`, with each token's text.
-fn salience_passage(
-    model: &HippoFormer,
-    tok: &GemmaTokenizer,
-    doc: &[u32],
-    seq_len: usize,
-    device: &burn::tensor::Device,
-) -> Result<SaliencePassage> {
-    let ids: Vec<u32> = doc.iter().copied().take(seq_len.min(96)).collect();
-    let x = model.base.ids_tensor(std::slice::from_ref(&ids), device)?;
-    let valid = burn::tensor::Tensor::<2, burn::tensor::Bool>::full([1, ids.len()], true, device);
-    let state = model.empty_state(1, device);
-    let out = model.forward(x, valid, &state)?;
-    let salience: Vec<f32> = out.salience.salience.to_data().iter::<f32>().collect();
-    let tokens = ids
-        .iter()
-        .map(|&i| tok.decode(&[i]).unwrap_or_default())
-        .collect();
-    Ok(SaliencePassage { tokens, salience })
-}
-
-/// The buffer after each segment of `doc` streamed through the model.
-fn buffer_trace(
-    model: &HippoFormer,
-    doc: &[u32],
-    seq_len: usize,
-    device: &burn::tensor::Device,
-) -> Result<BufferTrace> {
-    let mut state = model.empty_state(1, device);
-    let mut trace = BufferTrace {
-        utilisation: Vec::new(),
-        mean_priority: Vec::new(),
-        accepted_writes: Vec::new(),
-    };
-    let layout = model.segment_layout(seq_len);
-    for k in 0..layout.count(doc.len()) {
-        let seg = layout.segment_ids(doc, k);
-        let x = model.base.ids_tensor(std::slice::from_ref(&seg), device)?;
-        let valid =
-            burn::tensor::Tensor::<2, burn::tensor::Bool>::full([1, seg.len()], true, device);
-        let out = model.forward(x, valid, &state)?;
-        let (next, outcome) = model.commit(state, &out)?;
-        state = next;
-        let stats = model.memory.stats(&state);
-        trace.utilisation.push(stats.utilisation);
-        trace.mean_priority.push(stats.mean_effective_priority);
-        trace
-            .accepted_writes
-            .push(outcome.map_or(0.0, |o| o.n_accepted.sum().into_scalar::<i64>() as f64));
-    }
-    Ok(trace)
-}
-
 /// Runs `demo`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -266,12 +207,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let device = crate::device::parse(&args.device).map_err(crate::UsageError::wrap)?;
     let home = crate::assets::hippo_home(None)?;
     let assets = crate::assets::ensure(&home).context("fetching the demo assets")?;
-    let mut config = match &args.config {
-        Some(p) => {
-            HippoFormerConfig::from_toml_file(p).map_err(|e| crate::UsageError::wrap(e.into()))?
-        }
-        None => HippoFormerConfig::default(),
-    };
+    let mut config = HippoFormerConfig::from_toml_file_or_default(args.config.as_deref())
+        .map_err(crate::usage)?;
     config.base_model = assets.gguf.display().to_string();
     tracing::info!(model = %assets.gguf.display(), "loading the base model");
     let base = hippo_gemma::load(&config.base_model, &device)?.model;
@@ -384,11 +321,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .take(args.wiki_docs)
         .max_by_key(|d| d.tokens.len())
         .unwrap_or(first);
+    // The first segment of the first held-out article (its first 96 tokens).
     let salience_passage = Some(salience_passage(
         &model,
         &tokenizer,
         &first.tokens,
         args.seq_len,
+        96,
         &device,
     )?);
     let buffer_trace = Some(buffer_trace(
@@ -530,7 +469,7 @@ fn demo_model(
         seq_len = args.seq_len,
         "training HippoFormer on the SOTU train split, from the calibration"
     );
-    let (model, summary) = train_model(
+    let (model, summary) = hippo_train::Trainer::new(
         base.clone(),
         Path::new(&config.base_model),
         model.config.clone(),
@@ -538,7 +477,8 @@ fn demo_model(
         Some(valid),
         &opts,
         device,
-    )?;
+    )?
+    .run(&mut crate::progress::train_reporter(opts.log_every))?;
     tracing::info!(
         tokens_per_s = summary.tokens_per_sec,
         steps = summary.steps,

@@ -10,8 +10,6 @@
 //! non-causal config (`query_mode = "sequence_mean"`) without `--allow-leaky` — with it, every
 //! number is labelled leaky.
 
-use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,9 +18,8 @@ use anyhow::{Context, Result, bail};
 use hippo_eval::metrics::{MetricInputs, paper_metrics};
 use hippo_eval::results::{RESULTS_FORMAT, Seeds, utc_timestamp};
 use hippo_eval::{
-    DocText, EvalError, EvalMetadata, EvalOptions, EvalResults, Progress, Scorer,
-    evaluate_full_context, evaluate_long_context, evaluate_traced, evaluate_with_memory_off,
-    smoothing_kernel, truncated,
+    DocText, EvalError, EvalMetadata, EvalOptions, EvalResults, Scorer, evaluate_full_context,
+    evaluate_long_context, evaluate_traced, evaluate_with_memory_off, smoothing_kernel, truncated,
 };
 
 /// What the extra base scorer sees (`--context`).
@@ -35,9 +32,9 @@ enum ExtraContext {
     /// The whole document prefix.
     Full,
 }
+use hippo_data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home, load_corpus};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, checkpoint};
-use hippo_train::data::{CorpusSpec, DataError, Split, TokenizedCorpus, default_home, load_corpus};
 
 use crate::{UsageError, usage};
 
@@ -130,92 +127,23 @@ pub(crate) fn eval_err(e: EvalError) -> anyhow::Error {
     }
 }
 
-/// Texts and token offsets of the evaluated documents, from the raw corpus and the tokenizer;
-/// `None` (with a warning) when the corpus or the offsets cannot be matched to the token cache.
+/// Texts and token offsets of the evaluated documents ([`hippo_eval::doc_texts`] on the raw
+/// corpus); `None` (with a warning) when they cannot be matched to the token cache.
 fn doc_texts(
     spec: &CorpusSpec,
     split: Split,
     home: &Path,
-    tokenizer: &Path,
+    tokenizer: &GemmaTokenizer,
     corpus: &TokenizedCorpus,
 ) -> Option<Vec<DocText>> {
-    let raw = match tokenizers::Tokenizer::from_file(tokenizer) {
-        Ok(t) => t,
+    let texts = load_corpus(spec, split, home)
+        .map_err(EvalError::from)
+        .and_then(|docs| hippo_eval::doc_texts(corpus, &docs, tokenizer));
+    match texts {
+        Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!("no token offsets ({e}): the content/function ratio is skipped");
-            return None;
-        }
-    };
-    let docs = match load_corpus(spec, split, home) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!("no document texts ({e}): the content/function ratio is skipped");
-            return None;
-        }
-    };
-    let by_id: HashMap<&str, &str> = docs
-        .iter()
-        .map(|d| (d.id.as_str(), d.text.as_str()))
-        .collect();
-    let mut out = Vec::with_capacity(corpus.docs.len());
-    for d in &corpus.docs {
-        let text = by_id.get(d.id.as_str())?;
-        let enc = match raw.encode(*text, false) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(doc = %d.id, "tokenising for offsets failed ({e})");
-                return None;
-            }
-        };
-        let bos = d.tokens.first().copied();
-        let skip = enc
-            .get_ids()
-            .iter()
-            .take_while(|&&id| Some(id) == bos)
-            .count();
-        let ids = &enc.get_ids()[skip..];
-        if d.tokens.get(1..) != Some(ids) {
-            tracing::warn!(
-                doc = %d.id,
-                "the tokenizer's ids differ from the token cache: the content/function ratio is skipped"
-            );
-            return None;
-        }
-        let mut offsets = Vec::with_capacity(d.tokens.len());
-        offsets.push((0, 0));
-        offsets.extend_from_slice(&enc.get_offsets()[skip..]);
-        out.push(DocText {
-            text: (*text).to_string(),
-            offsets,
-        });
-    }
-    Some(out)
-}
-
-/// A progress reporter on stderr: an indicatif bar on a terminal, else a line every ~10 %.
-fn reporter(label: &'static str) -> impl FnMut(Progress) {
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>12} [{bar:30}] {pos}/{len} tokens ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b.set_message(label);
-        b
-    });
-    let mut next_line = 0usize;
-    move |p: Progress| {
-        if let Some(b) = &bar {
-            b.set_length(p.tokens_total as u64);
-            b.set_position(p.tokens_done as u64);
-            if p.tokens_done >= p.tokens_total {
-                b.finish();
-            }
-        } else if p.tokens_done >= next_line || p.tokens_done >= p.tokens_total {
-            eprintln!("{label}: {}/{} tokens", p.tokens_done, p.tokens_total);
-            next_line = p.tokens_done + p.tokens_total.div_ceil(10).max(1);
+            None
         }
     }
 }
@@ -246,8 +174,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let config = match (&ckpt, &args.config) {
         (Some((dir, _)), _) => checkpoint::read_config(dir).map_err(model_err)?,
-        (None, Some(p)) => HippoFormerConfig::from_toml_file(p).map_err(model_err)?,
-        (None, None) => HippoFormerConfig::default(),
+        (None, p) => {
+            HippoFormerConfig::from_toml_file_or_default(p.as_deref()).map_err(model_err)?
+        }
     };
     if config.is_leaky() && !args.allow_leaky {
         return Err(usage(EvalError::Leaky));
@@ -294,18 +223,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "the {split} split of `{spec}` has no document of two tokens or more"
         )));
     }
-    let vocab = gemma_config.vocab_size;
-    if let Some(bad) = corpus
-        .docs
-        .iter()
-        .flat_map(|d| d.tokens.iter())
-        .find(|&&t| t as usize >= vocab)
-    {
-        bail!(UsageError::new(format!(
-            "token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not \
-             match the model"
-        )));
-    }
+    corpus
+        .check_vocabulary(gemma_config.vocab_size)
+        .map_err(crate::usage)?;
     if args.max_doc_tokens.is_some_and(|n| n < 2) {
         bail!(UsageError::new("--max-doc-tokens must be ≥ 2"));
     }
@@ -350,7 +270,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         corpus.clone(),
         &opts,
         &device,
-        &mut reporter("base"),
+        &mut crate::progress::eval_reporter("base"),
     )
     .map_err(eval_err)?;
     tracing::info!(
@@ -364,7 +284,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         corpus.clone(),
         &opts,
         &device,
-        &mut reporter("hippoformer + memory off"),
+        &mut crate::progress::eval_reporter("hippoformer + memory off"),
     )
     .map_err(eval_err)?;
     tracing::info!(
@@ -381,7 +301,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 corpus.clone(),
                 &opts,
                 &device,
-                &mut reporter("full context"),
+                &mut crate::progress::eval_reporter("full context"),
             )
             .map_err(eval_err)?;
             tracing::info!(
@@ -412,7 +332,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 &opts,
                 c,
                 &device,
-                &mut reporter("long context"),
+                &mut crate::progress::eval_reporter("long context"),
             )
             .map_err(eval_err)?;
             tracing::info!(
@@ -425,7 +345,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         _ => None,
     };
-    let texts = doc_texts(&spec, split, &home, &tok_path, &corpus);
+    let texts = doc_texts(&spec, split, &home, &tok, &corpus);
     let kernel = smoothing_kernel(&model).map_err(eval_err)?;
     let metrics = paper_metrics(&MetricInputs {
         base: &base_report,

@@ -16,6 +16,7 @@ mod device;
 mod eval;
 mod generate;
 mod import;
+mod progress;
 mod score;
 mod test;
 mod train;
@@ -143,46 +144,26 @@ pub fn tokenizer_path(
     }
 }
 
-/// The checkpoint directory `arg` names: itself if it holds `meta.json`, else the newest
-/// `checkpoints/step-*` of a training output directory.
+/// The checkpoint directory `arg` names ([`hippo_train::trainer::state::resolve_checkpoint`]);
+/// a usage error otherwise.
 pub fn checkpoint_dir(arg: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let meta = hippo_model::checkpoint::META_FILE;
-    if arg.join(meta).is_file() {
-        return Ok(arg.to_path_buf());
-    }
-    if !arg.is_dir() {
-        anyhow::bail!(UsageError::new(format!(
-            "{} is not a checkpoint: it does not exist",
-            arg.display()
-        )));
-    }
-    match hippo_train::trainer::state::latest_checkpoint(&arg.join("checkpoints")).map_err(usage)? {
-        Some((_, dir)) => Ok(dir),
-        None => anyhow::bail!(UsageError::new(format!(
-            "{} is not a checkpoint (no {meta}) nor a training output directory with \
-             checkpoints/step-N",
-            arg.display()
-        ))),
-    }
+    hippo_train::trainer::state::resolve_checkpoint(arg).map_err(usage)
 }
 
 /// What a checkpoint's `trainer.json` records: the training segment length and seed, if the
 /// checkpoint was written by the trainer.
 pub fn trained_with(dir: &std::path::Path) -> (Option<usize>, Option<u64>) {
-    match hippo_train::trainer::state::read_trainer_state(dir) {
-        Ok(ts) => (Some(ts.batcher.config.seq_len), Some(ts.seed)),
-        Err(_) => (None, None),
-    }
+    hippo_train::trainer::state::trained_with(dir).map_or((None, None), |(l, s)| (Some(l), Some(s)))
 }
 
 /// A corpus split tokenised with `tok`, through the one token cache under `$HIPPO_HOME`.
 pub fn tokenized_split(
-    spec: &hippo_train::data::CorpusSpec,
-    split: hippo_train::data::Split,
+    spec: &hippo_data::CorpusSpec,
+    split: hippo_data::Split,
     tok: &hippo_gemma::GemmaTokenizer,
-) -> Result<hippo_train::data::TokenizedCorpus, hippo_train::data::DataError> {
-    let home = hippo_train::data::default_home()?;
-    hippo_train::data::TokenizedCorpus::load_or_build(spec, split, &home, tok, &home)
+) -> Result<hippo_data::TokenizedCorpus, hippo_data::DataError> {
+    let home = hippo_data::default_home()?;
+    hippo_data::TokenizedCorpus::load_or_build(spec, split, &home, tok, &home)
 }
 
 fn main() -> ExitCode {

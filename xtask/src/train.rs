@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use hippo_data::{CorpusSpec, DataError, Split};
 use hippo_gemma::GemmaTokenizer;
 use hippo_model::{HippoError, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, DataError, Split};
 use hippo_train::{Schedule, TrainError, TrainOptions};
 
 use crate::{UsageError, usage};
@@ -236,18 +236,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             args.seq_len
         )));
     }
-    let vocab = gemma_config.vocab_size;
-    if let Some(bad) = train
-        .docs
-        .iter()
-        .flat_map(|d| d.tokens.iter())
-        .find(|&&t| t as usize >= vocab)
-    {
-        bail!(UsageError::new(format!(
-            "token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not \
-             match the model"
-        )));
-    }
+    train
+        .check_vocabulary(gemma_config.vocab_size)
+        .map_err(crate::usage)?;
     let valid = if args.valid_batches == 0 {
         None
     } else {
@@ -275,7 +266,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let base = hippo_gemma::load_from(&location, &device)?;
     tracing::info!("base model loaded in {:.1?}", started.elapsed());
-    let summary = hippo_train::train(
+    let summary = hippo_train::Trainer::new(
         base,
         location.path(),
         cfg,
@@ -284,6 +275,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &opts,
         &device,
     )
+    .and_then(|t| t.run(&mut crate::progress::train_reporter(opts.log_every)))
+    .map(|(_, s)| s)
     .map_err(classify)
     .context("training failed")?;
     if args.json {

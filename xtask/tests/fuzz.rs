@@ -35,10 +35,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
+use hippo_data::{CorpusSpec, Split, TokenizedCorpus, load_corpus};
 use hippo_gemma::{GemmaTokenizer, SafetensorsWeights, WeightSource};
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{CorpusSpec, Split, TokenizedCorpus, load_corpus};
 use hippo_train::trainer::state;
 
 use common::root;
@@ -465,14 +465,14 @@ fn tiny_gguf() -> Vec<u8> {
 /// ASCII bytes as ids (< 128), BOS = 2: fits the fixture's vocabulary of 256.
 struct Tiny;
 
-impl hippo_train::data::Tokenize for Tiny {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+impl hippo_data::Tokenize for Tiny {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         Ok(std::iter::once(2)
             .chain(text.bytes().map(|b| u32::from(b % 128)))
             .collect())
     }
 
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("tiny".into())
     }
 }
@@ -597,8 +597,8 @@ fn mutated_inputs_give_errors_never_panics_hangs_or_huge_allocations() {
     };
     let train_dir = t.join("train");
     let trainer_ck = {
-        let docs: Vec<hippo_train::data::Document> = (0..4)
-            .map(|i| hippo_train::data::Document {
+        let docs: Vec<hippo_data::Document> = (0..4)
+            .map(|i| hippo_data::Document {
                 id: format!("d{i}"),
                 title: String::new(),
                 text: "the cat sat on the mat . ".repeat(3 + i),

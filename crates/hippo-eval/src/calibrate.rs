@@ -22,16 +22,13 @@
 use std::sync::Arc;
 
 use burn::module::Param;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use hippo_model::HippoFormer;
+use burn::tensor::{Device, Tensor, TensorData};
+use hippo_data::{BatcherConfig, IGNORE_INDEX, StreamBatcher, TokenizedCorpus};
 use hippo_model::fusion::MAX_OPENING;
-use hippo_train::data::{BatcherConfig, IGNORE_INDEX, StreamBatcher, TokenizedCorpus};
+use hippo_model::{HippoFormer, StreamRunner};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    EvalError, EvalOptions, Progress, Result, check_options, ids_tensor, reset_new_documents,
-    to_host_f32, total_targets,
-};
+use crate::{EvalError, EvalOptions, Progress, Result, check_options, to_host_f32, total_targets};
 
 /// The values tried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,7 +199,7 @@ pub fn calibrate(
         .iter()
         .map(|&theta| with_score_scale(model.clone(), theta, device))
         .collect();
-    let mut state = model.empty_state(opts.streams, device);
+    let mut run = StreamRunner::new(model, opts.streams, device);
     let n_theta = grid.score_scales.len();
     // Per scored target: p_LM(y), then per θ: p_mem(y) and whether memory had an entry.
     let mut p_lm: Vec<f64> = Vec::new();
@@ -212,14 +209,17 @@ pub fn calibrate(
     let mut best_sim: Vec<f64> = Vec::new();
     let tokens_total = total_targets(&corpus);
     for batch in batcher {
-        state = reset_new_documents(state, &batch)?;
-        let (ids, valid) = ids_tensor(&batch, device);
+        let step = run.read(&batch)?;
+        // The memory the segment was read against (before its own write).
+        let state = run.state()?.clone();
+        let out = &step.output;
         let (b, t) = (batch.batch_size(), batch.seq_len());
-        let out = model.forward(ids, valid, &state)?;
-        let targets = batch.targets_flat();
-        let scored: Vec<bool> = targets.iter().map(|&y| y != IGNORE_INDEX).collect();
-        let safe: Vec<i64> = targets.iter().map(|&y| y.max(0)).collect();
-        let y = Tensor::<2, Int>::from_data(TensorData::new(safe, [b, t]), device);
+        let scored: Vec<bool> = batch
+            .targets_flat()
+            .iter()
+            .map(|&y| y != IGNORE_INDEX)
+            .collect();
+        let y = step.tensors.gather_targets();
         let v = out.lm_logits.dims()[2];
         let lp =
             burn::tensor::activation::log_softmax(out.lm_logits.clone().reshape([b * t, v]), 1)
@@ -251,7 +251,7 @@ pub fn calibrate(
                 present[k].push(any[i]);
             }
         }
-        state = model.commit(state, &out)?.0;
+        run.write(&step)?;
         progress(Progress {
             tokens_done: p_lm.len(),
             tokens_total,

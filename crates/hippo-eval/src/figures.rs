@@ -186,16 +186,7 @@ pub const DEFAULT_TRAINING_METRICS: [&str; 8] = [
     "lr",
 ];
 
-/// Memory-buffer state after each segment of one document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BufferTrace {
-    /// Occupied fraction of the slots after each segment.
-    pub utilisation: Vec<f64>,
-    /// Mean effective priority of the occupied slots after each segment.
-    pub mean_priority: Vec<f64>,
-    /// Writes accepted into the buffer at each segment.
-    pub accepted_writes: Vec<f64>,
-}
+pub use crate::probe::BufferTrace;
 
 /// Reads a `metrics.jsonl` as written by `hippo_train::trainer::metrics::MetricsWriter`: one JSON
 /// object per line with a numeric `step`; every other numeric field becomes a metric (fields

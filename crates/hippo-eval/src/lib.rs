@@ -30,24 +30,27 @@
 pub mod metrics;
 pub mod results;
 
+pub mod ablation;
 pub mod calibrate;
+#[cfg(feature = "figures")]
 pub mod figures;
 pub mod long_range;
+pub mod probe;
 pub mod stats;
 
 use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use hippo_gemma::Gemma;
-use hippo_model::HippoFormer;
-use hippo_train::data::{
+use burn::tensor::{Bool, Device, Tensor};
+use hippo_data::{
     BatcherConfig, IGNORE_INDEX, SegmentBatch, SegmentLayout, StreamBatcher, TokenizedCorpus,
 };
+use hippo_gemma::Gemma;
+use hippo_model::{HippoFormer, SegmentTensors, StreamRunner};
 use serde::{Deserialize, Serialize};
 
 pub use long_range::{LongRange, LongRangeSubset, ScorerPpl, long_range};
-pub use metrics::{DocText, PaperMetrics};
+pub use metrics::{DocText, PaperMetrics, doc_texts};
 pub use results::{EvalMetadata, EvalResults};
 
 /// Errors of evaluation.
@@ -61,7 +64,7 @@ pub enum EvalError {
     Gemma(#[from] hippo_gemma::GemmaError),
     /// The data layer failed.
     #[error(transparent)]
-    Data(#[from] hippo_train::data::DataError),
+    Data(#[from] hippo_data::DataError),
     /// A config that can leak future tokens was evaluated without `allow_leaky`.
     #[error(
         "this HippoFormer config is not causal (query_mode = \"sequence_mean\" pools the whole segment into \
@@ -187,15 +190,6 @@ pub struct Progress {
     pub tokens_total: usize,
 }
 
-fn ids_tensor(batch: &SegmentBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>) {
-    let (b, t) = (batch.batch_size(), batch.seq_len());
-    let valid: Vec<bool> = batch.valid.iter().flatten().copied().collect();
-    (
-        Tensor::from_data(TensorData::new(batch.input_ids_flat(), [b, t]), device),
-        Tensor::from_data(TensorData::new(valid, [b, t]), device),
-    )
-}
-
 fn to_host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
@@ -208,22 +202,17 @@ fn to_host_bool<const D: usize>(t: Tensor<D, Bool>) -> Vec<bool> {
 }
 
 /// Per-token NLL `[B, T]` of `targets` under `logits`, on the host (0 where target = −100).
-fn token_nll(logits: Tensor<3>, batch: &SegmentBatch, device: &Device) -> Result<Vec<f64>> {
+fn token_nll(
+    logits: Tensor<3>,
+    tensors: &SegmentTensors,
+    batch: &SegmentBatch,
+) -> Result<Vec<f64>> {
     let [b, t, v] = logits.dims();
-    let idx = safe_targets(batch, device).reshape([b * t, 1]);
+    let idx = tensors.gather_targets().reshape([b * t, 1]);
     let lp = log_softmax(logits.reshape([b * t, v]), 1)
         .gather(1, idx)
         .reshape([b * t]);
     nll_of(lp, batch)
-}
-
-/// The batch's targets `[B, T]` with −100 replaced by 0 (masked by [`nll_of`]).
-fn safe_targets(batch: &SegmentBatch, device: &Device) -> Tensor<2, Int> {
-    let safe: Vec<i64> = batch.targets_flat().iter().map(|&x| x.max(0)).collect();
-    Tensor::from_data(
-        TensorData::new(safe, [batch.batch_size(), batch.seq_len()]),
-        device,
-    )
 }
 
 /// `−ln p` on the host from target log-probabilities (any shape of `B·T` values), 0 where the
@@ -243,26 +232,6 @@ fn nll_of<const D: usize>(lp: Tensor<D>, batch: &SegmentBatch) -> Result<Vec<f64
             }
         })
         .collect())
-}
-
-/// Empties the memory of the rows whose stream starts a new document in `batch`.
-fn reset_new_documents(
-    state: hippo_memory::MemoryState,
-    batch: &SegmentBatch,
-) -> Result<hippo_memory::MemoryState> {
-    let resets: Vec<usize> = batch
-        .reset
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| **r)
-        .map(|(i, _)| i)
-        .collect();
-    if resets.is_empty() {
-        return Ok(state);
-    }
-    Ok(state
-        .reset_row_indices(&resets)
-        .map_err(hippo_model::HippoError::from)?)
 }
 
 /// Targets of a corpus: every document token but the first.
@@ -378,8 +347,8 @@ fn evaluate_streams(
         .with_layout(layout)
         .with_min_tokens(2);
     let batcher = StreamBatcher::new(corpus.clone(), config)?;
-    let mut state = match scorer {
-        Scorer::Hippo(m) => Some(m.empty_state(opts.streams, device)),
+    let mut runner = match scorer {
+        Scorer::Hippo(m) => Some(StreamRunner::new(m, opts.streams, device)),
         Scorer::Base(_) => None,
     };
     let (collect_salience, decay) = match scorer {
@@ -417,34 +386,35 @@ fn evaluate_streams(
     let tokens_total = total_targets(&corpus);
     let mut tokens_done = 0usize;
     for batch in batcher {
-        let (ids, valid) = ids_tensor(&batch, device);
         let t = batch.seq_len();
-        let (nll, salience) = match scorer {
-            Scorer::Base(g) => (
-                vec![token_nll(g.forward(ids, None).logits, &batch, device)?],
-                None,
-            ),
-            Scorer::Hippo(m) => {
-                let s = state
-                    .take()
-                    .ok_or_else(|| EvalError::Readback("lost memory state".into()))?;
-                let s = reset_new_documents(s, &batch)?;
-                let out = m.forward(ids, valid, &s)?;
+        let (nll, salience) = match (scorer, runner.as_mut()) {
+            (Scorer::Hippo(m), Some(run)) => {
+                let step = run.read(&batch)?;
+                let out = &step.output;
                 let sal = to_host_f32(out.salience.salience.clone())?;
                 // Target log-probabilities from the segment's output: with the probability
                 // path, gathers and the stored LM normaliser instead of a softmax over the
                 // vocabulary (see `HippoFormer::target_log_probs`).
-                let y = safe_targets(&batch, device);
+                let y = step.tensors.gather_targets();
                 let mut nll = vec![nll_of(
-                    HippoFormer::target_log_probs(&out, y.clone()),
+                    HippoFormer::target_log_probs(out, y.clone()),
                     &batch,
                 )?];
                 if with_memory_off {
-                    nll.push(nll_of(m.memory_off_target_log_probs(&out, y), &batch)?);
+                    nll.push(nll_of(m.memory_off_target_log_probs(out, y), &batch)?);
                 }
-                let (s, _) = m.commit(s, &out)?;
-                state = Some(s);
+                run.write(&step)?;
                 (nll, Some(sal))
+            }
+            (scorer, _) => {
+                let tensors = SegmentTensors::new(&batch, device);
+                let logits = match scorer {
+                    Scorer::Base(g) => g.forward(tensors.ids.clone(), None).logits,
+                    Scorer::Hippo(_) => {
+                        return Err(EvalError::Inconsistent("lost the memory stream".into()));
+                    }
+                };
+                (vec![token_nll(logits, &tensors, &batch)?], None)
             }
         };
         if nll.len() != outputs {
@@ -513,7 +483,8 @@ fn evaluate_streams(
                 ended.push((r, doc));
             }
         }
-        if let (Some((decay, true)), Some(s), false) = (decay, &state, ended.is_empty()) {
+        if let (Some((decay, true)), Some(run), false) = (decay, &runner, ended.is_empty()) {
+            let s = run.state()?;
             let m = s.capacity();
             let eff = to_host_f32(s.effective_priorities(decay))?;
             let occupied = to_host_bool(s.valid.clone());

@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 
-use hippo_train::data::{SegmentLayout, TokenizedCorpus};
+use hippo_data::{SegmentLayout, TokenizedCorpus};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Interval, bootstrap_statistic};

@@ -22,6 +22,7 @@
 //!   same segment shape ([`kernel_lag1_on_noise`]). A salience that is merely smoothed noise
 //!   scores the reference value; only the excess says anything about the gate.
 
+use hippo_data::{Document, TokenizedCorpus};
 use serde::{Deserialize, Serialize};
 
 use crate::{BufferSnapshot, EvalError, PplReport, Result, Trace};
@@ -214,20 +215,15 @@ pub const FUNCTION_WORDS: &[&str] = &[
 /// Confidence level of every interval here.
 pub const CI_LEVEL: f64 = 0.95;
 
-/// Mean and a 95 % interval of `values`: a t-interval with the normal quantile 1.96 standing in
-/// for Student's t (mean ± 1.96·s/√n). `(NaN, NaN, NaN)` for no value; a point for one.
+/// Mean and the 95 % Student t interval of `values` ([`crate::stats::mean_ci_t`]:
+/// mean ± t_{0.975, n−1}·s/√n). `(NaN, NaN, NaN)` for no value; a point for one.
 fn mean_ci(values: &[f64]) -> (f64, f64, f64) {
-    let n = values.len();
-    if n == 0 {
-        return (f64::NAN, f64::NAN, f64::NAN);
+    match values.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        1 => (values[0], values[0], values[0]),
+        _ => crate::stats::mean_ci_t(values, CI_LEVEL)
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |i| (i.mean, i.lo, i.hi)),
     }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    if n == 1 {
-        return (mean, mean, mean);
-    }
-    let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let half = 1.96 * (var / n as f64).sqrt();
-    (mean, mean - half, mean + half)
 }
 
 /// A document's text with the byte span of each of its tokens (BOS included, as an empty span),
@@ -238,6 +234,41 @@ pub struct DocText {
     pub text: String,
     /// `offsets[i]`: byte range `[start, end)` of token `i` in `text`.
     pub offsets: Vec<(usize, usize)>,
+}
+
+/// The [`DocText`]s of `corpus`'s documents: each document's raw text from `docs` (matched by
+/// id; the documents the corpus was tokenised from) with the byte span of every token, from
+/// `tokenizer`, which must be the one that made the corpus. An error when a document is
+/// missing or the tokenizer's ids differ from the corpus's (a different tokenizer or text).
+pub fn doc_texts(
+    corpus: &TokenizedCorpus,
+    docs: &[Document],
+    tokenizer: &hippo_gemma::GemmaTokenizer,
+) -> Result<Vec<DocText>> {
+    let by_id: std::collections::HashMap<&str, &str> = docs
+        .iter()
+        .map(|d| (d.id.as_str(), d.text.as_str()))
+        .collect();
+    corpus
+        .docs
+        .iter()
+        .map(|d| {
+            let text = by_id.get(d.id.as_str()).ok_or_else(|| {
+                EvalError::Inconsistent(format!("no text for document `{}`", d.id))
+            })?;
+            let (ids, offsets) = tokenizer.encode_with_offsets(text, true)?;
+            if ids != d.tokens {
+                return Err(EvalError::Inconsistent(format!(
+                    "the tokenizer's ids for document `{}` differ from the token cache's",
+                    d.id
+                )));
+            }
+            Ok(DocText {
+                text: (*text).to_string(),
+                offsets,
+            })
+        })
+        .collect()
 }
 
 /// Lower-cases a word, maps the typographic apostrophe to `'`, and trims characters that are
@@ -416,14 +447,6 @@ pub fn kernel_lag1_closed_form(kernel: &[f64]) -> f64 {
     num / den
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The causal convolution of the salience gate (`y_t = Σ_j c_j x_{t−j}`, `x` = 0 before the
 /// segment) applied to seeded i.i.d. uniform noise in `segments` segments of `segment_len`,
 /// measured with [`lag1_autocorrelation`].
@@ -433,11 +456,11 @@ pub fn kernel_lag1_on_noise(
     segments: usize,
     seed: u64,
 ) -> Option<f64> {
-    let mut rng = seed;
+    let mut rng = hippo_data::seed::SplitMix64(seed);
     let seqs: Vec<Vec<f64>> = (0..segments)
         .map(|_| {
             let x: Vec<f64> = (0..segment_len)
-                .map(|_| (splitmix64(&mut rng) >> 11) as f64 / (1u64 << 53) as f64)
+                .map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
                 .collect();
             (0..segment_len)
                 .map(|t| {
@@ -707,7 +730,7 @@ pub fn paper_metrics(inputs: &MetricInputs<'_>) -> Result<PaperMetrics> {
         buffer_priority: buffer_priority(inputs.trace),
         temporal_coherence: temporal_coherence(inputs.trace, inputs.kernel, inputs.noise_seed),
         ci_level: CI_LEVEL,
-        ci_method: "mean ± 1.96·s/√n over documents (normal approximation)".into(),
+        ci_method: "mean ± t(0.975, n−1)·s/√n over documents (Student t)".into(),
         leaky: inputs.hippo.leaky,
     })
 }

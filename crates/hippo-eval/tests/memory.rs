@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use hippo_data::{Document, SegmentLayout, Split, Tokenize, TokenizedCorpus};
 use hippo_eval::calibrate::{CalibrationGrid, apply, calibrate};
 use hippo_eval::long_range::far_copyable;
 use hippo_eval::{
@@ -15,18 +16,17 @@ use hippo_eval::{
 };
 use hippo_gemma::Gemma;
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{Document, SegmentLayout, Split, Tokenize, TokenizedCorpus};
 
 /// Space-separated token ids, BOS (2) first.
 struct Ids;
 
 impl Tokenize for Ids {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         Ok(std::iter::once(2)
             .chain(text.split_whitespace().map(|w| w.parse::<u32>().unwrap()))
             .collect())
     }
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("ids-test".into())
     }
 }

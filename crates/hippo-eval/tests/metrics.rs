@@ -4,6 +4,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use hippo_data::{ByteTokenizer, Document, SegmentLayout, Split, TokenizedCorpus};
 use hippo_eval::metrics::{
     DocText, FUNCTION_WORDS, WordClass, buffer_priority, content_function_ratio, is_function_word,
     kernel_lag1_closed_form, kernel_lag1_on_noise, lag1_autocorrelation, long_range_benefit,
@@ -11,7 +12,6 @@ use hippo_eval::metrics::{
 };
 use hippo_eval::{BufferSnapshot, Trace, report_from_trace};
 use hippo_memory::MemoryState;
-use hippo_train::data::{ByteTokenizer, Document, SegmentLayout, Split, TokenizedCorpus};
 
 #[test]
 fn the_function_word_list_is_nltks_and_normalises_words() {
@@ -165,9 +165,14 @@ fn buffer_priority_equals_a_hand_computation() {
     assert_eq!((b.documents, b.documents_with_entries), (3, 2));
     assert!((b.mean - 0.8125).abs() < 1e-6, "{}", b.mean);
     assert!((b.mean_entries - 4.0 / 3.0).abs() < 1e-12);
-    // 95 % normal interval: s = |1.5 − 0.125| / √2, half-width 1.96·s/√2 = 1.3475.
-    assert!((b.hi - b.mean - 1.3475).abs() < 1e-5, "{}", b.hi - b.mean);
-    assert!((b.mean - b.lo - 1.3475).abs() < 1e-5);
+    // 95 % Student t interval, n = 2: s = |1.5 − 0.125| / √2, half-width
+    // t(0.975, 1)·s/√2 = 12.706204736·0.6875 = 8.735515756 (scipy.stats.t.ppf(0.975, 1)).
+    assert!(
+        (b.hi - b.mean - 8.735515756).abs() < 1e-5,
+        "{}",
+        b.hi - b.mean
+    );
+    assert!((b.mean - b.lo - 8.735515756).abs() < 1e-5);
     assert!(buffer_priority(&Trace::default()).is_none());
 }
 
@@ -207,9 +212,9 @@ fn long_range_benefit_against_the_base_by_hand() {
     assert_eq!(b.tokens, 4);
     assert!((b.per_document[0] - 0.5).abs() < 1e-12 && (b.per_document[1] - 0.3).abs() < 1e-12);
     assert!((b.mean - 0.4).abs() < 1e-12);
-    // s = 0.1·√2, half-width = 1.96·s/√2 = 0.196.
+    // s = 0.1·√2, half-width = t(0.975, 1)·s/√2 = 12.706204736·0.1 = 1.2706204736.
     assert!(
-        (b.hi - 0.596).abs() < 1e-9 && (b.lo - 0.204).abs() < 1e-9,
+        (b.hi - 1.6706204736).abs() < 1e-9 && (b.lo + 0.8706204736).abs() < 1e-9,
         "{b:?}"
     );
     assert!((b.pooled_base_nll - 1.5).abs() < 1e-12);

@@ -7,21 +7,21 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
+use hippo_data::{Document, Split, Tokenize, TokenizedCorpus};
 use hippo_eval::{EvalError, EvalOptions, Scorer, evaluate};
 use hippo_gemma::Gemma;
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
 
 /// Bytes mapped into a 256-token vocabulary (ids 3..=252), BOS = 2.
 struct Bytes;
 
 impl Tokenize for Bytes {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         Ok(std::iter::once(2)
             .chain(text.bytes().map(|b| u32::from(b) % 250 + 3))
             .collect())
     }
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("bytes-test".into())
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use hippo_data::{Document, Split, Tokenize, TokenizedCorpus};
 use hippo_eval::metrics::{MetricInputs, paper_metrics};
 use hippo_eval::results::{RESULTS_FORMAT, Seeds};
 use hippo_eval::{
@@ -13,18 +14,17 @@ use hippo_eval::{
     evaluate_long_context, evaluate_traced, evaluate_with_memory_off, smoothing_kernel,
 };
 use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
 
 /// Bytes mapped into a 256-token vocabulary (ids 3..=252), BOS = 2.
 struct Bytes;
 
 impl Tokenize for Bytes {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         Ok(std::iter::once(2)
             .chain(text.bytes().map(|b| u32::from(b) % 250 + 3))
             .collect())
     }
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("bytes-test".into())
     }
 }

@@ -156,15 +156,7 @@ pub fn load_from(location: &ModelLocation, device: &Device) -> Result<Gemma> {
 
 /// The project's asset cache: `$HIPPO_HOME`, else `$XDG_CACHE_HOME/hippoformer`, else
 /// `~/.cache/hippoformer` (where `cargo xtask assets` puts the default model and corpora).
-pub fn hippo_home() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HIPPO_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(h));
-    }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("hippoformer"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hippoformer"))
-}
+pub use hippo_data::hippo_home;
 
 /// The default base model: Gemma-3-270M (GGUF Q4_K_M) in the asset cache.
 pub fn default_model_path() -> Option<PathBuf> {

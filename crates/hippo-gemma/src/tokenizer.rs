@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{GemmaError, Result};
 
+/// The byte range `[start, end)` of a token in the text it was encoded from.
+pub type Span = (usize, usize);
+
 /// A loaded `tokenizer.json`.
 pub struct GemmaTokenizer {
     inner: tokenizers::Tokenizer,
@@ -70,6 +73,12 @@ impl GemmaTokenizer {
 
     /// Token ids of `text`; with `add_bos`, BOS is prepended exactly once.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        Ok(self.encode_with_offsets(text, add_bos)?.0)
+    }
+
+    /// [`Self::encode`] with the byte span `[start, end)` of each token in `text`; a BOS this
+    /// adds has the empty span `(0, 0)`. The ids are exactly those of [`Self::encode`].
+    pub fn encode_with_offsets(&self, text: &str, add_bos: bool) -> Result<(Vec<u32>, Vec<Span>)> {
         let enc = self
             .inner
             .encode(text, false)
@@ -78,16 +87,21 @@ impl GemmaTokenizer {
                 message: e.to_string(),
             })?;
         let ids = enc.get_ids();
+        // A BOS the tokenizer's post-processor added is dropped when we add our own.
+        let skip = if add_bos {
+            ids.iter().take_while(|&&id| id == self.bos).count()
+        } else {
+            0
+        };
         let mut out = Vec::with_capacity(ids.len() + 1);
+        let mut spans = Vec::with_capacity(ids.len() + 1);
         if add_bos {
             out.push(self.bos);
+            spans.push((0, 0));
         }
-        out.extend(
-            ids.iter()
-                .copied()
-                .skip_while(|&id| add_bos && id == self.bos),
-        );
-        Ok(out)
+        out.extend_from_slice(&ids[skip..]);
+        spans.extend_from_slice(&enc.get_offsets()[skip..]);
+        Ok((out, spans))
     }
 
     /// Text of `ids` (special tokens skipped).
@@ -118,5 +132,26 @@ impl GemmaTokenizer {
     /// The file this tokenizer was read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Feeds hippo-data's corpora and token cache: BOS prepended once; the fingerprint is the
+/// sha256 of `tokenizer.json`'s bytes, so a changed tokenizer invalidates cached ids.
+impl hippo_data::Tokenize for GemmaTokenizer {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
+        GemmaTokenizer::encode(self, text, true).map_err(|e| hippo_data::DataError::Tokenize {
+            id: String::new(),
+            message: e.to_string(),
+        })
+    }
+
+    fn fingerprint(&self) -> hippo_data::Result<String> {
+        use sha2::{Digest, Sha256};
+        let path = self.path();
+        let bytes = std::fs::read(path).map_err(|e| hippo_data::DataError::io(path, e))?;
+        Ok(format!(
+            "gemma-tokenizer-json:sha256:{}",
+            hex::encode(Sha256::digest(&bytes))
+        ))
     }
 }

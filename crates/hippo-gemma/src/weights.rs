@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use hippo_data::seed::SplitMix64;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
@@ -420,15 +421,6 @@ impl RandomWeights {
     }
 }
 
-/// SplitMix64: a tiny, well-mixed deterministic generator (no dependency needed for test weights).
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl WeightSource for RandomWeights {
     fn origin(&self) -> String {
         format!("random weights (seed {})", self.seed)
@@ -438,10 +430,11 @@ impl WeightSource for RandomWeights {
         let Some(shape) = self.specs.get(hf_name) else {
             return Ok(None);
         };
-        let mut state = self.seed;
+        // SplitMix64 (hippo_data::seed), seeded per tensor name.
+        let mut rng = SplitMix64(self.seed);
         for b in hf_name.bytes() {
-            state = state.rotate_left(5) ^ u64::from(b);
-            splitmix(&mut state);
+            rng.0 = rng.0.rotate_left(5) ^ u64::from(b);
+            rng.next_u64();
         }
         let n: usize = shape.iter().product();
         // Uniform(-a, a) has std a/sqrt(3): a = 0.1 gives ≈ 0.058 for projections, so that tiny
@@ -449,7 +442,7 @@ impl WeightSource for RandomWeights {
         let amp = 0.1f32;
         let data = (0..n)
             .map(|_| {
-                let u = (splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
+                let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
                 (2.0 * u - 1.0) * amp
             })
             .collect();

@@ -91,6 +91,23 @@ fn perplexity_matches_transformers_within_half_a_percent() {
         ids_of(&reference["input_ids"]),
         "tokenizer ids differ from the reference"
     );
+    // The spans come with exactly these ids; each is a byte range of the text, in order,
+    // and the tokens' spans decode to the text they cover.
+    let (ids2, spans) = tok.encode_with_offsets(&text, true).unwrap();
+    assert_eq!((ids2.len(), spans.len()), (ids.len(), ids.len()));
+    assert_eq!(ids2, ids);
+    assert_eq!(spans[0], (0, 0), "BOS has the empty span");
+    assert!(spans.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert!(spans.iter().all(|&(a, b)| a <= b && b <= text.len()));
+    for (i, &(a, b)) in spans.iter().enumerate().skip(1).take(200) {
+        let piece = tok.decode(&ids[i..=i]).unwrap();
+        assert_eq!(
+            text[a..b].trim_start(),
+            piece.trim_start(),
+            "token {i} ({}) spans {a}..{b}",
+            ids[i]
+        );
+    }
 
     let model = hippo_gemma::load_from(&location, &device()).unwrap();
     let scores = score_ids(&model, &ids, 1024, 1023, &device()).unwrap();

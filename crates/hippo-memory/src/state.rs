@@ -86,6 +86,18 @@ impl MemoryState {
         })
     }
 
+    /// The same state cut from the autodiff graph (the float tensors detached; the others carry
+    /// no graph). Training carries memory across steps without backpropagating into earlier
+    /// segments.
+    pub fn detach(self) -> Self {
+        Self {
+            states: self.states.detach(),
+            priorities: self.priorities.detach(),
+            ages: self.ages.detach(),
+            ..self
+        }
+    }
+
     /// Empties the streams listed in `rows` (indices into the batch).
     pub fn reset_row_indices(self, rows: &[usize]) -> Result<Self, MemoryError> {
         let b = self.batch_size();

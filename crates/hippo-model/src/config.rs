@@ -244,6 +244,29 @@ impl HippoFormerConfig {
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
+    /// The config of a run: the TOML file `path` names ([`Self::from_toml_file`]), else the
+    /// default.
+    pub fn from_toml_file_or_default(path: Option<&Path>) -> Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), Self::from_toml_file)
+    }
+
+    /// This config with the top-level keys of the TOML text `overlay` replacing its own (an
+    /// ablation variant is an overlay on the full config: keys it does not set keep this
+    /// config's values, not the defaults). The result is parsed and checked like a file;
+    /// `origin` names the overlay in errors (an unknown key is one).
+    pub fn with_overlay(&self, overlay: &str, origin: &str) -> Result<Self> {
+        let bad = |message: String| HippoError::Config {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut merged: toml::Table = toml::from_str(&self.to_toml())
+            .map_err(|e| bad(format!("re-reading the config to overlay: {e}")))?;
+        let overlay: toml::Table = toml::from_str(overlay).map_err(|e| bad(e.to_string()))?;
+        merged.extend(overlay);
+        let text = toml::to_string(&merged).map_err(|e| bad(e.to_string()))?;
+        Self::from_toml_str(&text, origin)
+    }
+
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| HippoError::Config {

@@ -18,9 +18,9 @@ pub mod fusion;
 pub mod generate;
 pub mod import;
 pub mod integrity;
-pub mod layout;
 pub mod model;
 pub mod params;
+pub mod stream;
 
 pub use config::{
     FusionSpace, HippoFormerConfig, MemoryScoring, MemoryValue, QueryMode, SalienceMode,
@@ -28,8 +28,9 @@ pub use config::{
 pub use error::{HippoError, Result};
 pub use fusion::{OutputFusion, ProbabilityMix};
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
-pub use layout::SegmentLayout;
+pub use hippo_data::SegmentLayout;
 pub use model::{
     HippoFormer, LogitPositions, LossTerms, Mixture, Salience, SegmentOutput, log_sum_exp,
     mix_logits,
 };
+pub use stream::{SegmentTensors, StreamRunner, StreamStep, reset_new_documents};

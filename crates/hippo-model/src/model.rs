@@ -8,6 +8,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Bool, DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use hippo_data::seed::splitmix64;
 use hippo_drift::{DriftCalibrator, DriftCalibratorConfig, DriftOutput};
 use hippo_gemma::Gemma;
 use hippo_gemma::lora::{self, LoraSettings};
@@ -123,13 +124,6 @@ pub struct LossTerms {
     pub tokens: usize,
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl HippoFormer {
     /// Composes a HippoFormer over `base`. The new modules are seeded with `config.seed`; with
     /// fresh modules the logits equal the base model's exactly.
@@ -210,7 +204,7 @@ impl HippoFormer {
     }
 
     /// How this model's streams are cut into segments of `seq_len` inputs: every segment after
-    /// the first begins with the base model's BOS (see [`crate::layout`]).
+    /// the first begins with the base model's BOS (see [`hippo_data::layout`]).
     pub fn segment_layout(&self, seq_len: usize) -> crate::SegmentLayout {
         crate::SegmentLayout::with_bos(seq_len, self.base.config().bos_token_id)
     }
@@ -218,6 +212,33 @@ impl HippoFormer {
     /// An empty memory state for `batch` streams.
     pub fn empty_state(&self, batch: usize, device: &Device) -> MemoryState {
         self.memory.empty_state(batch, device)
+    }
+
+    /// Anchors the drift calibrator on the frozen base's hidden states of a batch (a base pass
+    /// of its own, detached), once: a calibrator that has anchors keeps them. Returns whether
+    /// the calibrator is anchored now (a batch without a real position leaves it unanchored).
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, T]`; `valid`: `[B, T]`.
+    pub fn calibrate_drift(&mut self, ids: Tensor<2, Int>, valid: Tensor<2, Bool>) -> Result<bool> {
+        if self.drift.anchor_count() == 0 {
+            let h = self.base.hidden_states(ids, None).detach();
+            self.drift.calibrate(h, valid)?;
+        }
+        Ok(self.drift.anchor_count() > 0)
+    }
+
+    /// A copy for one data-parallel worker on `device` (this model's own device: a clone).
+    /// Its drift calibrator does not update the running statistics: the caller updates them
+    /// once, from the whole batch, on the original.
+    pub fn replica(&self, device: &Device) -> Self {
+        let mut r = if self.drift.b.val().device() == *device {
+            self.clone()
+        } else {
+            self.clone().fork(device)
+        };
+        r.drift.track_running_stats = false;
+        r
     }
 
     fn salience_of(
@@ -255,7 +276,7 @@ impl HippoFormer {
                 let u: Vec<f32> = (0..b * t)
                     .map(|i| {
                         let id = ids_host.get(i).copied().unwrap_or(0) as u64;
-                        let z = splitmix(self.config.seed ^ splitmix((i as u64) << 32 ^ id));
+                        let z = splitmix64(self.config.seed ^ splitmix64((i as u64) << 32 ^ id));
                         ((z >> 40) as f32 + 0.5) / (1u64 << 24) as f32
                     })
                     .collect();

@@ -106,3 +106,30 @@ fn sizes_that_allocate_are_bounded() {
     );
     HippoFormerConfig::from_toml_str(&ok, "inline").unwrap();
 }
+
+#[test]
+fn an_overlay_replaces_only_its_keys_and_is_checked() {
+    let full = HippoFormerConfig {
+        buffer_size: 300,
+        decay_rate: 0.95,
+        ..HippoFormerConfig::default()
+    };
+    let v = full
+        .with_overlay("decay_rate = 0.8\n", "decay_0.8.toml")
+        .unwrap();
+    assert_eq!(v.decay_rate, 0.8);
+    // Keys the overlay does not set keep the full config's values, not the defaults.
+    assert_eq!(v.buffer_size, 300);
+    assert_eq!(
+        HippoFormerConfig {
+            decay_rate: 0.8,
+            ..full.clone()
+        },
+        v
+    );
+    // An unknown key, a bad value and bad TOML are errors naming the overlay.
+    for bad in ["decay_rat = 0.8\n", "decay_rate = 1.5\n", "decay_rate = \n"] {
+        let e = full.with_overlay(bad, "bad.toml").unwrap_err().to_string();
+        assert!(e.contains("bad.toml"), "{bad:?}: {e}");
+    }
+}

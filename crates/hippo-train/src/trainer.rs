@@ -50,15 +50,15 @@
 //! # Output
 //!
 //! `<output>/config.toml` (the effective config), `<output>/metrics.jsonl` (one [`StepMetrics`]
-//! per step; on resume, lines past the resumed step are dropped), `tracing` lines, and a progress
-//! bar when stderr is a terminal.
+//! per step; on resume, lines past the resumed step are dropped) and `tracing` lines; a caller
+//! of [`Trainer::run`] reports progress (xtask draws a bar).
 
 pub mod clip;
 pub mod metrics;
+mod parallel;
 pub mod schedule;
 pub mod state;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,16 +66,17 @@ use std::time::Instant;
 use burn::module::{Module, ParamGroup};
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor};
+use hippo_data::seed::splitmix64;
 use hippo_gemma::Gemma;
 use hippo_memory::MemoryState;
 use hippo_model::checkpoint::{self, BaseRef};
-use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
+use hippo_model::model::LossTerms;
+use hippo_model::{HippoError, HippoFormer, HippoFormerConfig, SegmentTensors, StreamRunner};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{
-    BatcherConfig, BatcherState, DataError, SegmentBatch, SegmentLayout, StreamBatcher,
-    TokenizedCorpus,
+use hippo_data::{
+    BatcherConfig, DataError, SegmentBatch, SegmentLayout, StreamBatcher, TokenizedCorpus,
 };
 pub use metrics::{MetricsWriter, StepMetrics};
 pub use schedule::Schedule;
@@ -367,54 +368,10 @@ pub fn optimizer(weight_decay: f64) -> ModuleOptimizer {
         .init()
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn io(path: &Path, e: std::io::Error) -> TrainError {
     TrainError::Io {
         path: path.to_path_buf(),
         source: e,
-    }
-}
-
-/// Tensors of one batch on `device`: ids `[B, L]`, valid `[B, L]`, targets `[B, L]`.
-fn batch_tensors(
-    batch: &SegmentBatch,
-    device: &Device,
-) -> (Tensor<2, Int>, Tensor<2, Bool>, Tensor<2, Int>) {
-    let (b, l) = (batch.batch_size(), batch.seq_len());
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.input_ids_flat(), [b, l]), device);
-    let valid: Vec<bool> = batch.valid.iter().flatten().copied().collect();
-    let valid = Tensor::<2, Bool>::from_data(TensorData::new(valid, [b, l]), device);
-    let targets =
-        Tensor::<2, Int>::from_data(TensorData::new(batch.targets_flat(), [b, l]), device);
-    (ids, valid, targets)
-}
-
-fn reset_rows(state: MemoryState, batch: &SegmentBatch) -> Result<MemoryState> {
-    let rows: Vec<usize> = (0..batch.batch_size())
-        .filter(|&r| batch.reset[r])
-        .collect();
-    if rows.is_empty() {
-        return Ok(state);
-    }
-    state
-        .reset_row_indices(&rows)
-        .map_err(|e| TrainError::Model(e.into()))
-}
-
-fn detach(state: MemoryState) -> MemoryState {
-    MemoryState {
-        states: state.states.detach(),
-        priorities: state.priorities.detach(),
-        ages: state.ages.detach(),
-        valid: state.valid,
-        accepted_writes: state.accepted_writes,
-        next_tokens: state.next_tokens,
     }
 }
 
@@ -460,16 +417,14 @@ pub fn validate(
         .with_min_tokens(2)
         .with_epochs(Some(1));
     let batcher = StreamBatcher::new(corpus, cfg)?;
-    let mut state = m.empty_state(batch_size, &device);
+    let mut run = StreamRunner::new(&m, batch_size, &device);
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     for batch in batcher.take(valid_batches.max(1)) {
-        state = reset_rows(state, &batch)?;
-        let (ids, valid, targets) = batch_tensors(&batch, &device);
-        let out = m.forward(ids, valid, &state)?;
-        let terms = m.loss(&out, targets);
+        let step = run.read(&batch)?;
+        let terms = m.loss(&step.output, step.tensors.targets.clone());
         nll += host_f64(terms.lm) * terms.tokens as f64;
         tokens += terms.tokens;
-        state = m.commit(state, &out)?.0;
+        run.write(&step)?;
     }
     let loss = if tokens > 0 {
         nll / tokens as f64
@@ -484,17 +439,71 @@ pub fn validate(
     })
 }
 
-/// Contiguous row ranges of `n` shards of `b` rows (sizes differ by at most one).
-fn shard_rows(b: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..n).map(move |k| (k * b / n)..((k + 1) * b / n))
+/// The loss terms of a micro-batch (unweighted means over its tokens), or of a step (their
+/// weighted mean), on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossValues {
+    /// The training objective `Σ wᵢ · termᵢ`.
+    pub total: f64,
+    /// Token-mean LM cross-entropy.
+    pub lm: f64,
+    /// Importance-weighted cross-entropy.
+    pub salience_weighted: f64,
+    /// Salience sparsity (mean binary entropy).
+    pub sparsity: f64,
+    /// Memory utilisation term.
+    pub memory_util: f64,
+    /// Drift regulariser.
+    pub drift_reg: f64,
+    /// Salience usefulness BCE.
+    pub usefulness: f64,
+}
+
+impl LossValues {
+    /// The terms of `terms`, read back in one host copy.
+    pub fn of(terms: &LossTerms) -> Self {
+        let parts = Tensor::cat(
+            vec![
+                terms.total.clone(),
+                terms.lm.clone(),
+                terms.salience_weighted.clone(),
+                terms.sparsity.clone(),
+                terms.memory_util.clone(),
+                terms.drift_reg.clone(),
+                terms.usefulness.clone(),
+            ],
+            0,
+        );
+        let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
+        let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+        Self {
+            total: at(0),
+            lm: at(1),
+            salience_weighted: at(2),
+            sparsity: at(3),
+            memory_util: at(4),
+            drift_reg: at(5),
+            usefulness: at(6),
+        }
+    }
+
+    /// Adds `w · other`, term by term.
+    fn add_scaled(&mut self, other: &Self, w: f64) {
+        self.total += w * other.total;
+        self.lm += w * other.lm;
+        self.salience_weighted += w * other.salience_weighted;
+        self.sparsity += w * other.sparsity;
+        self.memory_util += w * other.memory_util;
+        self.drift_reg += w * other.drift_reg;
+        self.usefulness += w * other.usefulness;
+    }
 }
 
 /// What one shard of a micro-batch produced.
 struct ShardOut {
     grads: GradientsParams,
-    /// total, lm, salience-weighted, sparsity, memory-util, drift-reg, usefulness (unweighted
-    /// shard means).
-    values: [f64; 7],
+    /// Unweighted shard means.
+    losses: LossValues,
     salience: f64,
     tagged: f64,
     drift: f64,
@@ -504,8 +513,8 @@ struct ShardOut {
 }
 
 /// Forward, loss and backward of one (shard of a) micro-batch on `model` (on `device`), then
-/// the memory commit. `weight`: the factor of this shard's loss in the batch loss (`None`: the
-/// whole batch, loss used as is).
+/// the memory commit, through the model's [`StreamRunner`] (detached). `weight`: the factor of
+/// this shard's loss in the batch loss (`None`: the whole batch, loss used as is).
 fn shard_step(
     model: &HippoFormer,
     batch: &SegmentBatch,
@@ -515,32 +524,16 @@ fn shard_step(
     step: usize,
     last_checkpoint: &Option<PathBuf>,
 ) -> Result<ShardOut> {
-    let mem = reset_rows(mem, batch)?;
-    let (ids, valid, targets) = batch_tensors(batch, device);
-    let out = model.forward(ids, valid, &mem)?;
-    let terms = model.loss(&out, targets);
-    let parts = Tensor::cat(
-        vec![
-            terms.total.clone(),
-            terms.lm.clone(),
-            terms.salience_weighted.clone(),
-            terms.sparsity.clone(),
-            terms.memory_util.clone(),
-            terms.drift_reg.clone(),
-            terms.usefulness.clone(),
-        ],
-        0,
-    );
-    let v: Vec<f64> = parts.to_data().iter::<f64>().collect();
-    let mut values = [0.0; 7];
-    for (dst, src) in values.iter_mut().zip(&v) {
-        *dst = *src;
-    }
-    if !values[0].is_finite() {
+    let mut run = StreamRunner::from_state(model, mem, device).detached();
+    let read = run.read(batch)?;
+    let out = &read.output;
+    let terms = model.loss(out, read.tensors.targets.clone());
+    let losses = LossValues::of(&terms);
+    if !losses.total.is_finite() {
         return Err(TrainError::NonFinite {
             step,
             what: "loss",
-            value: values[0],
+            value: losses.total,
             last_checkpoint: last_checkpoint.clone(),
         });
     }
@@ -554,11 +547,12 @@ fn shard_step(
         .drift
         .as_ref()
         .map_or(0.0, |d| model.drift.stats(d, &out.valid).mean_drift);
-    let mem = detach(model.commit(mem, &out)?.0);
+    run.write(&read)?;
+    let mem = run.into_state()?;
     let observed = weight.map(|_| (out.base_hidden.clone().detach(), out.valid.clone()));
     Ok(ShardOut {
         grads,
-        values,
+        losses,
         salience,
         tagged,
         drift,
@@ -570,13 +564,7 @@ fn shard_step(
 /// Micro-batch statistics summed over a step.
 #[derive(Default)]
 struct StepSums {
-    loss: f64,
-    lm: f64,
-    salience_weighted: f64,
-    sparsity: f64,
-    memory_util: f64,
-    drift_reg: f64,
-    usefulness: f64,
+    losses: LossValues,
     salience: f64,
     tagged: f64,
     drift: f64,
@@ -589,75 +577,154 @@ impl StepSums {
     /// Adds a shard's values: losses weighted by `w` (its share of the targets), per-token
     /// statistics by `w_real` (its share of the real tokens).
     fn add(&mut self, o: &ShardOut, w: f64, w_real: f64) {
-        self.loss += w * o.values[0];
-        self.lm += w * o.values[1];
-        self.salience_weighted += w * o.values[2];
-        self.sparsity += w * o.values[3];
-        self.memory_util += w * o.values[4];
-        self.drift_reg += w * o.values[5];
-        self.usefulness += w * o.values[6];
+        self.losses.add_scaled(&o.losses, w);
         self.salience += w_real * o.salience;
         self.tagged += w_real * o.tagged;
         self.drift += w_real * o.drift;
     }
 }
 
-/// Trains and returns the trained model with the summary (see the [module docs](self)).
+/// A training run between optimizer steps: the model, its optimizer, the batcher's position
+/// and every stream's memory (see the [module docs](self)).
 ///
-/// `base` is the frozen base model, loaded from `base_path` (file or directory; its fingerprint
-/// goes into every checkpoint) on `device` or its autodiff twin. `config` is the effective model
-/// config (saved with every checkpoint).
-pub fn train_model(
-    base: Gemma,
-    base_path: &Path,
-    config: HippoFormerConfig,
-    train_corpus: Arc<TokenizedCorpus>,
+/// [`Trainer::new`] starts a run (resuming from the newest verified checkpoint with
+/// `opts.resume`, or starting from `opts.init_from`); [`Trainer::step`] takes one optimizer
+/// step; [`Trainer::save`] writes a checkpoint; [`Trainer::run`] steps to the end, saving every
+/// `checkpoint_every` steps and at the end, and reports each step to a callback. The trainer
+/// draws nothing and writes only under `opts.output_dir`.
+pub struct Trainer {
+    model: HippoFormer,
+    optim: ModuleOptimizer,
+    groups: LrGroups,
+    batcher: StreamBatcher,
+    mem: MemoryState,
+    /// Data parallel over more than one device: the shards' memory (`mem` is then their join).
+    shards: Option<parallel::Shards>,
+    ad: Device,
+    opts: TrainOptions,
+    base_ref: BaseRef,
+    ckpt_root: PathBuf,
     valid_corpus: Option<Arc<TokenizedCorpus>>,
-    opts: &TrainOptions,
-    device: &Device,
-) -> Result<(HippoFormer, TrainSummary)> {
-    opts.validate()?;
-    config.validate()?;
-    let ad = if device.is_autodiff() {
-        device.clone()
-    } else {
-        device.clone().autodiff()
-    };
-    let out_dir = opts.output_dir.clone();
-    std::fs::create_dir_all(&out_dir).map_err(|e| io(&out_dir, e))?;
-    let ckpt_root = out_dir.join("checkpoints");
-    let base_ref = BaseRef::of(base_path)?;
+    metrics: Option<MetricsWriter>,
+    total_steps: usize,
+    step: usize,
+    tokens_total: u64,
+    train_seconds: f64,
+    calibrated: bool,
+    exhausted: bool,
+    last_checkpoint: Option<PathBuf>,
+    checkpointed_at: Option<usize>,
+    summary: TrainSummary,
+}
 
-    let mut batcher = StreamBatcher::new(
-        train_corpus,
-        opts.batcher_config(base.config().bos_token_id),
-    )?;
-    let total_steps = match opts.max_steps {
-        Some(m) if opts.epochs.is_none() => m,
-        max => {
-            let batches = batcher.clone().count();
-            let per_data = batches.div_ceil(opts.grad_accum).max(1);
-            max.map_or(per_data, |m| m.min(per_data))
+impl Trainer {
+    /// Prepares a run: the HippoFormer over the frozen `base` (loaded from `base_path`, file or
+    /// directory; its fingerprint goes into every checkpoint) on `device`'s autodiff twin,
+    /// `config` (saved with every checkpoint), the batcher over `train_corpus`. With
+    /// `opts.resume` it continues from the newest checkpoint under `opts.output_dir` that
+    /// verifies; otherwise from `opts.init_from` if given.
+    pub fn new(
+        base: Gemma,
+        base_path: &Path,
+        config: HippoFormerConfig,
+        train_corpus: Arc<TokenizedCorpus>,
+        valid_corpus: Option<Arc<TokenizedCorpus>>,
+        opts: &TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        opts.validate()?;
+        config.validate()?;
+        let ad = autodiff(device);
+        let out_dir = opts.output_dir.clone();
+        std::fs::create_dir_all(&out_dir).map_err(|e| io(&out_dir, e))?;
+        let base_ref = BaseRef::of(base_path)?;
+        let batcher = StreamBatcher::new(
+            train_corpus,
+            opts.batcher_config(base.config().bos_token_id),
+        )?;
+        let total_steps = match opts.max_steps {
+            Some(m) if opts.epochs.is_none() => m,
+            max => {
+                let batches = batcher.clone().count();
+                let per_data = batches.div_ceil(opts.grad_accum).max(1);
+                max.map_or(per_data, |m| m.min(per_data))
+            }
+        };
+        // Module initialisation is seeded by the config (LoRA factors are drawn inside `new`).
+        ad.seed(config.seed);
+        let base = base.train().to_device(&ad);
+        let model = HippoFormer::new(base, config, &ad)?;
+        let mem = model.empty_state(opts.batch_size, &ad);
+        let mut t = Self {
+            model,
+            optim: optimizer(opts.weight_decay),
+            groups: LrGroups::new()?,
+            batcher,
+            mem,
+            shards: None,
+            ad,
+            opts: opts.clone(),
+            base_ref,
+            ckpt_root: out_dir.join("checkpoints"),
+            valid_corpus,
+            metrics: None,
+            total_steps,
+            step: 0,
+            tokens_total: 0,
+            train_seconds: 0.0,
+            calibrated: false,
+            exhausted: false,
+            last_checkpoint: None,
+            checkpointed_at: None,
+            summary: TrainSummary {
+                steps: 0,
+                resumed_from: None,
+                tokens: 0,
+                train_seconds: 0.0,
+                tokens_per_sec: 0.0,
+                train_loss: Vec::new(),
+                train_lm: Vec::new(),
+                valid: Vec::new(),
+                final_checkpoint: None,
+            },
+        };
+        let resumed_from = if opts.resume { t.resume()? } else { None };
+        if resumed_from.is_none()
+            && let Some(dir) = &opts.init_from
+        {
+            let (m, meta) = checkpoint::load_into(t.model, dir, &t.base_ref)?;
+            t.model = m;
+            tracing::info!(checkpoint = %dir.display(), from_step = meta.step, "initialised from");
         }
-    };
+        let devices: Vec<Device> = std::iter::once(t.ad.clone())
+            .chain(opts.extra_devices.iter().map(autodiff))
+            .collect();
+        if devices.len() > 1 {
+            tracing::info!(devices = ?devices, "data-parallel training");
+            t.shards = Some(parallel::Shards::new(devices, &t.mem, opts.batch_size));
+        }
+        std::fs::write(out_dir.join("config.toml"), t.model.config.to_toml())
+            .map_err(|e| io(&out_dir.join("config.toml"), e))?;
+        t.metrics = Some(MetricsWriter::open(
+            &out_dir.join("metrics.jsonl"),
+            resumed_from,
+        )?);
+        t.calibrated = !t.model.config.drift || t.model.drift.anchor_count() > 0;
+        t.summary.steps = t.step;
+        t.summary.resumed_from = resumed_from;
+        t.summary.tokens = t.tokens_total;
+        t.summary.train_seconds = t.train_seconds;
+        t.checkpointed_at = resumed_from;
+        Ok(t)
+    }
 
-    // Module initialisation is seeded by the config (LoRA factors are drawn inside `new`).
-    ad.seed(config.seed);
-    let base = base.train().to_device(&ad);
-    let mut model = HippoFormer::new(base, config, &ad)?;
-    let mut optim = optimizer(opts.weight_decay);
-    let groups = LrGroups::new()?;
-    let b = opts.batch_size;
-    let mut mem = model.empty_state(b, &ad);
-    let mut step = 0usize;
-    let mut tokens_total = 0u64;
-    let mut train_seconds = 0.0f64;
-    let mut resumed_from = None;
-    let mut last_checkpoint: Option<PathBuf> = None;
-
-    if opts.resume
-        && let Some((s, dir)) = state::latest_verified_checkpoint(&ckpt_root)?
-    {
+    /// Loads the newest checkpoint under the output directory that verifies (model, optimizer,
+    /// memory, batcher position, counters); `None` if there is none.
+    fn resume(&mut self) -> Result<Option<usize>> {
+        let Some((s, dir)) = state::latest_verified_checkpoint(&self.ckpt_root)? else {
+            return Ok(None);
+        };
+        let opts = &self.opts;
         let ts = state::read_trainer_state(&dir)?;
         if ts.seed != opts.seed || ts.grad_accum != opts.grad_accum {
             return Err(TrainError::Options(format!(
@@ -670,241 +737,114 @@ pub fn train_model(
                 opts.grad_accum
             )));
         }
-        if ts.total_steps != total_steps {
+        if ts.total_steps != self.total_steps {
             tracing::warn!(
                 saved = ts.total_steps,
-                now = total_steps,
+                now = self.total_steps,
                 "the schedule length changed on resume; the learning rates will differ from \
                  the original run's"
             );
         }
-        let (m, _) = checkpoint::load_into(model, &dir, &base_ref)?;
-        model = m;
+        let model = self.model.clone();
+        let (m, _) = checkpoint::load_into(model, &dir, &self.base_ref)?;
+        self.model = m;
         let opt_file = dir.join(state::OPTIMIZER_FILE);
         let record =
             burn::optim::OptimizerRecord::load(&opt_file).map_err(|e| TrainError::Checkpoint {
                 path: opt_file.clone(),
                 message: e.to_string(),
             })?;
-        optim = optim.load_record(record);
-        let d = model.base.config().hidden_size;
-        mem = state::load_memory(
+        self.optim = optimizer(opts.weight_decay).load_record(record);
+        let d = self.model.base.config().hidden_size;
+        self.mem = state::load_memory(
             &dir.join(state::MEMORY_FILE),
-            [b, model.config.buffer_size, d],
-            &ad,
+            [opts.batch_size, self.model.config.buffer_size, d],
+            &self.ad,
         )?;
-        batcher.restore(&ts.batcher)?;
-        step = ts.step;
-        tokens_total = ts.tokens;
-        train_seconds = ts.train_seconds;
-        resumed_from = Some(s);
-        last_checkpoint = Some(dir.clone());
-        tracing::info!(step, checkpoint = %dir.display(), "resumed");
-    }
-    if resumed_from.is_none()
-        && let Some(dir) = &opts.init_from
-    {
-        let (m, meta) = checkpoint::load_into(model, dir, &base_ref)?;
-        model = m;
-        tracing::info!(checkpoint = %dir.display(), from_step = meta.step, "initialised from");
+        self.batcher.restore(&ts.batcher)?;
+        self.step = ts.step;
+        self.tokens_total = ts.tokens;
+        self.train_seconds = ts.train_seconds;
+        self.last_checkpoint = Some(dir.clone());
+        tracing::info!(step = self.step, checkpoint = %dir.display(), "resumed");
+        Ok(Some(s))
     }
 
-    let devices: Vec<Device> = std::iter::once(ad.clone())
-        .chain(opts.extra_devices.iter().map(|d| {
-            if d.is_autodiff() {
-                d.clone()
-            } else {
-                d.clone().autodiff()
-            }
-        }))
-        .collect();
-    let distinct_devices = devices
-        .iter()
-        .enumerate()
-        .all(|(i, d)| !devices[..i].contains(d));
-    let mut shard_mems: Vec<MemoryState> = if devices.len() > 1 {
-        tracing::info!(devices = ?devices, "data-parallel training");
-        shard_rows(b, devices.len())
-            .zip(&devices)
-            .map(|(r, d)| mem.rows(r, d))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    /// The model as it stands.
+    pub fn model(&self) -> &HippoFormer {
+        &self.model
+    }
 
-    std::fs::write(out_dir.join("config.toml"), model.config.to_toml())
-        .map_err(|e| io(&out_dir.join("config.toml"), e))?;
-    let mut metrics = MetricsWriter::open(&out_dir.join("metrics.jsonl"), resumed_from)?;
-    let mut calibrated = !model.config.drift || model.drift.anchor_count() > 0;
+    /// Optimizer steps taken (those before a resume included).
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
 
-    let bar = (std::io::stderr().is_terminal() && step < total_steps).then(|| {
-        let pb = indicatif::ProgressBar::new(total_steps as u64);
-        pb.set_position(step as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
-        ) {
-            pb.set_style(style);
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// Whether the run has nothing left to do: every step taken, `opts.stop_at_step` reached,
+    /// or the training data exhausted.
+    pub fn is_done(&self) -> bool {
+        self.exhausted
+            || self.step >= self.total_steps
+            || self.opts.stop_at_step.is_some_and(|s| self.step >= s)
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches, then validation when it is due;
+    /// returns the step's metrics (also appended to `metrics.jsonl`), or `None` when the run is
+    /// done (see [`Trainer::is_done`]). Checkpoints are [`Trainer::save`]'s.
+    pub fn step(&mut self) -> Result<Option<StepMetrics>> {
+        if self.is_done() {
+            return Ok(None);
         }
-        pb
-    });
-
-    let mut summary = TrainSummary {
-        steps: step,
-        resumed_from,
-        tokens: tokens_total,
-        train_seconds,
-        tokens_per_sec: 0.0,
-        train_loss: Vec::new(),
-        train_lm: Vec::new(),
-        valid: Vec::new(),
-        final_checkpoint: None,
-    };
-    let mut checkpointed_at = resumed_from;
-    let save = |model: &HippoFormer,
-                optim: &ModuleOptimizer,
-                mem: &MemoryState,
-                bstate: BatcherState,
-                step: usize,
-                tokens: u64,
-                secs: f64|
-     -> Result<PathBuf> {
-        state::write_atomic(&ckpt_root, step, opts.keep_last, |dir| {
-            let tensors = checkpoint::write_parts(model, dir)?;
-            let p = dir.join(state::OPTIMIZER_FILE);
-            optim
-                .to_record()
-                .save(&p)
-                .map_err(|e| TrainError::Checkpoint {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-            state::save_memory(mem, &dir.join(state::MEMORY_FILE))?;
-            state::write_trainer_state(
-                dir,
-                &TrainerState {
-                    format: state::TRAINER_FORMAT,
-                    step,
-                    total_steps,
-                    seed: opts.seed,
-                    grad_accum: opts.grad_accum,
-                    batcher: bstate,
-                    tokens,
-                    train_seconds: secs,
-                },
-            )?;
-            // Last: hashes of every file above, then meta.json (atomically).
-            checkpoint::seal(dir, step as u64, &base_ref, tensors)?;
-            Ok(())
-        })
-    };
-
-    while step < total_steps && opts.stop_at_step.is_none_or(|s| step < s) {
         let started = Instant::now();
-        ad.seed(splitmix(opts.seed ^ splitmix(step as u64)));
-        let lr = schedule::lr_at(opts.schedule, opts.lr, opts.warmup_ratio, step, total_steps);
+        let (opts, step) = (&self.opts, self.step);
+        self.ad
+            .seed(splitmix64(opts.seed ^ splitmix64(step as u64)));
+        let lr = schedule::lr_at(
+            opts.schedule,
+            opts.lr,
+            opts.warmup_ratio,
+            step,
+            self.total_steps,
+        );
         let mut accum = GradientsAccumulator::<HippoFormer>::new();
         let mut sums = StepSums::default();
         while sums.micro < opts.grad_accum {
-            let Some(batch) = batcher.next() else { break };
-            if !calibrated {
-                let (ids, valid, _) = batch_tensors(&batch, &ad);
-                let h = model.base.hidden_states(ids, None).detach();
-                model
-                    .drift
-                    .calibrate(h, valid)
-                    .map_err(|e| TrainError::Model(e.into()))?;
-                calibrated = model.drift.anchor_count() > 0;
+            let Some(batch) = self.batcher.next() else {
+                break;
+            };
+            if !self.calibrated {
+                let t = SegmentTensors::new(&batch, &self.ad);
+                self.calibrated = self.model.calibrate_drift(t.ids, t.valid)?;
             }
-            if devices.len() == 1 {
-                let out = shard_step(&model, &batch, mem, &ad, None, step, &last_checkpoint)?;
-                sums.add(&out, 1.0, 1.0);
-                accum.accumulate(&model, out.grads);
-                mem = out.mem;
-            } else {
-                let replicas: Vec<HippoFormer> = devices
-                    .iter()
-                    .map(|d| {
-                        let mut r = if *d == ad {
-                            model.clone()
-                        } else {
-                            model.clone().fork(d)
-                        };
-                        // Running statistics are updated once, below, from the whole batch.
-                        r.drift.track_running_stats = false;
-                        r
-                    })
-                    .collect();
-                let targets = batch.num_targets().max(1) as f64;
-                let real = batch.num_valid().max(1) as f64;
-                let shards: Vec<SegmentBatch> = shard_rows(b, devices.len())
-                    .map(|r| batch.rows(r))
-                    .collect();
-                let mems = std::mem::take(&mut shard_mems);
-                let weights: Vec<f64> = shards
-                    .iter()
-                    .map(|sb| sb.num_targets() as f64 / targets)
-                    .collect();
-                let lc = &last_checkpoint;
-                let results: Vec<Result<ShardOut>> = if distinct_devices {
-                    // One thread per device; each replica has its own autodiff graph.
-                    std::thread::scope(|scope| {
-                        let handles: Vec<_> = shards
-                            .iter()
-                            .zip(&replicas)
-                            .zip(mems)
-                            .zip(&devices)
-                            .zip(&weights)
-                            .map(|((((sb, rep), m), d), &w)| {
-                                scope.spawn(move || shard_step(rep, sb, m, d, Some(w), step, lc))
-                            })
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| {
-                                h.join().unwrap_or_else(|_| {
-                                    Err(TrainError::Options(
-                                        "a data-parallel worker thread panicked".into(),
-                                    ))
-                                })
-                            })
-                            .collect()
-                    })
-                } else {
-                    // Replicas on a shared device share their parameters' autodiff leaves, and
-                    // Burn's autodiff graph cannot be built from two threads over shared
-                    // leaves: run the shards one after the other (same arithmetic).
-                    shards
-                        .iter()
-                        .zip(&replicas)
-                        .zip(mems)
-                        .zip(&devices)
-                        .zip(&weights)
-                        .map(|((((sb, rep), m), d), &w)| {
-                            shard_step(rep, sb, m, d, Some(w), step, lc)
-                        })
-                        .collect()
-                };
-                let mut observed = Vec::new();
-                for (r, sb) in results.into_iter().zip(&shards) {
-                    let mut out = r?;
-                    if let Some((h, v)) = out.observed.take() {
-                        observed.push((h.to_device(&ad), v.to_device(&ad)));
-                    }
-                    sums.add(
-                        &out,
-                        sb.num_targets() as f64 / targets,
-                        sb.num_valid() as f64 / real,
-                    );
-                    accum.accumulate(&model, out.grads.to_device(&ad, &model));
-                    shard_mems.push(out.mem);
+            match self.shards.as_mut() {
+                None => {
+                    let mem = self.mem.clone();
+                    let out = shard_step(
+                        &self.model,
+                        &batch,
+                        mem,
+                        &self.ad,
+                        None,
+                        step,
+                        &self.last_checkpoint,
+                    )?;
+                    sums.add(&out, 1.0, 1.0);
+                    accum.accumulate(&self.model, out.grads);
+                    self.mem = out.mem;
                 }
-                if model.config.drift && !observed.is_empty() {
-                    let (h, v): (Vec<_>, Vec<_>) = observed.into_iter().unzip();
-                    model
-                        .drift
-                        .observe(Tensor::cat(h, 0), Tensor::cat(v, 0))
-                        .map_err(|e| TrainError::Model(e.into()))?;
-                }
+                Some(shards) => shards.micro_batch(
+                    &mut self.model,
+                    &batch,
+                    step,
+                    &self.last_checkpoint,
+                    &mut sums,
+                    &mut accum,
+                )?,
             }
             sums.tokens += batch.num_valid() as u64;
             sums.targets += batch.num_targets();
@@ -912,35 +852,40 @@ pub fn train_model(
         }
         if sums.micro == 0 {
             tracing::info!(step, "the training data is exhausted");
-            break;
+            self.exhausted = true;
+            return Ok(None);
         }
-        if devices.len() > 1 {
-            mem = MemoryState::cat(&shard_mems, &ad);
+        if let Some(shards) = &self.shards {
+            self.mem = shards.joined();
         }
         let n = sums.micro as f64;
         let (grads, grad_norm) =
-            clip::scale_and_clip(&model, accum.grads(), 1.0 / n, opts.clip_norm);
+            clip::scale_and_clip(&self.model, accum.grads(), 1.0 / n, opts.clip_norm);
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
                 what: "gradient norm",
                 value: grad_norm,
-                last_checkpoint,
+                last_checkpoint: self.last_checkpoint.clone(),
             });
         }
-        model = optim.step(learning_rates(lr, opts, &groups), model, grads);
-        step += 1;
+        let model = self.model.clone();
+        self.model = self
+            .optim
+            .step(learning_rates(lr, opts, &self.groups), model, grads);
+        self.step += 1;
+        let step = self.step;
         let secs = started.elapsed().as_secs_f64();
-        train_seconds += secs;
-        tokens_total += sums.tokens;
+        self.train_seconds += secs;
+        self.tokens_total += sums.tokens;
 
         let mut valid_point = None;
-        if let Some(vc) = &valid_corpus {
+        if let Some(vc) = &self.valid_corpus {
             let due = (opts.valid_every > 0 && step.is_multiple_of(opts.valid_every))
-                || step == total_steps;
+                || step == self.total_steps;
             if due {
                 let mut p = validate(
-                    &model,
+                    &self.model,
                     vc.clone(),
                     opts.seq_len,
                     opts.batch_size,
@@ -948,24 +893,26 @@ pub fn train_model(
                 )?;
                 p.step = step;
                 tracing::info!(step, valid_loss = p.loss, valid_ppl = p.ppl, "validation");
-                summary.valid.push(p);
+                self.summary.valid.push(p);
                 valid_point = Some(p);
             }
         }
+        let mean = |x: f64| x / n;
+        let l = sums.losses;
         let m = StepMetrics {
             step,
-            epoch: batcher.epoch(),
-            loss: sums.loss / n,
-            lm: sums.lm / n,
-            salience_weighted: sums.salience_weighted / n,
-            sparsity: sums.sparsity / n,
-            memory_util: sums.memory_util / n,
-            drift_reg: sums.drift_reg / n,
-            usefulness: sums.usefulness / n,
-            mean_salience: sums.salience / n,
-            tagged_ratio: sums.tagged / n,
-            buffer_util: model.memory.stats(&mem).utilisation,
-            mean_drift: sums.drift / n,
+            epoch: self.batcher.epoch(),
+            loss: mean(l.total),
+            lm: mean(l.lm),
+            salience_weighted: mean(l.salience_weighted),
+            sparsity: mean(l.sparsity),
+            memory_util: mean(l.memory_util),
+            drift_reg: mean(l.drift_reg),
+            usefulness: mean(l.usefulness),
+            mean_salience: mean(sums.salience),
+            tagged_ratio: mean(sums.tagged),
+            buffer_util: self.model.memory.stats(&self.mem).utilisation,
+            mean_drift: mean(sums.drift),
             grad_norm,
             lr,
             lora_lr: lr * opts.lora_lr_mult,
@@ -976,73 +923,120 @@ pub fn train_model(
             valid_loss: valid_point.map(|p| p.loss),
             valid_ppl: valid_point.map(|p| p.ppl),
         };
-        metrics.write(&m)?;
-        summary.train_loss.push((step, m.loss));
-        summary.train_lm.push((step, m.lm));
-        match &bar {
-            Some(pb) => {
-                pb.set_position(step as u64);
-                pb.set_message(format!(
-                    "loss {:.4} lm {:.4} lr {:.2e} {:.0} tok/s",
-                    m.loss, m.lm, lr, m.tokens_per_sec
-                ));
-            }
-            None => {
-                if step == 1 || step == total_steps || step.is_multiple_of(opts.log_every.max(1)) {
-                    tracing::info!(
-                        step,
-                        total_steps,
-                        loss = m.loss,
-                        lm = m.lm,
-                        lr,
-                        grad_norm,
-                        tokens_per_sec = m.tokens_per_sec,
-                        "train"
-                    );
-                }
-            }
+        if let Some(w) = self.metrics.as_mut() {
+            w.write(&m)?;
         }
-        if opts.checkpoint_every > 0 && step.is_multiple_of(opts.checkpoint_every) {
-            let p = save(
-                &model,
-                &optim,
-                &mem,
-                batcher.state(),
-                step,
-                tokens_total,
-                train_seconds,
-            )?;
-            last_checkpoint = Some(p);
-            checkpointed_at = Some(step);
-        }
+        self.summary.train_loss.push((step, m.loss));
+        self.summary.train_lm.push((step, m.lm));
+        Ok(Some(m))
     }
-    if checkpointed_at != Some(step) {
-        last_checkpoint = Some(save(
-            &model,
-            &optim,
-            &mem,
-            batcher.state(),
+
+    /// Writes the checkpoint of the current step atomically under `checkpoints/step-N`
+    /// (model, optimizer, memory, batcher position, counters; sealed with hashes) and keeps the
+    /// newest `keep_last`; returns its directory.
+    pub fn save(&mut self) -> Result<PathBuf> {
+        let opts = &self.opts;
+        let (model, optim, mem) = (&self.model, &self.optim, &self.mem);
+        let (step, total_steps) = (self.step, self.total_steps);
+        let trainer_state = TrainerState {
+            format: state::TRAINER_FORMAT,
             step,
-            tokens_total,
-            train_seconds,
-        )?);
+            total_steps,
+            seed: opts.seed,
+            grad_accum: opts.grad_accum,
+            batcher: self.batcher.state(),
+            tokens: self.tokens_total,
+            train_seconds: self.train_seconds,
+        };
+        let base_ref = &self.base_ref;
+        let dir = state::write_atomic(&self.ckpt_root, step, opts.keep_last, |dir| {
+            let tensors = checkpoint::write_parts(model, dir)?;
+            let p = dir.join(state::OPTIMIZER_FILE);
+            optim
+                .to_record()
+                .save(&p)
+                .map_err(|e| TrainError::Checkpoint {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+            state::save_memory(mem, &dir.join(state::MEMORY_FILE))?;
+            state::write_trainer_state(dir, &trainer_state)?;
+            // Last: hashes of every file above, then meta.json (atomically).
+            checkpoint::seal(dir, step as u64, base_ref, tensors)?;
+            Ok(())
+        })?;
+        self.last_checkpoint = Some(dir.clone());
+        self.checkpointed_at = Some(step);
+        Ok(dir)
     }
-    if let Some(pb) = bar {
-        pb.finish();
+
+    /// Steps until the run is done, saving every `checkpoint_every` steps; `progress` sees every
+    /// step's metrics with the run's total steps. Then [`Trainer::finish`].
+    pub fn run(
+        mut self,
+        progress: &mut dyn FnMut(&StepMetrics, usize),
+    ) -> Result<(HippoFormer, TrainSummary)> {
+        while let Some(m) = self.step()? {
+            progress(&m, self.total_steps);
+            let every = self.opts.checkpoint_every;
+            if every > 0 && self.step.is_multiple_of(every) {
+                self.save()?;
+            }
+        }
+        self.finish()
     }
-    summary.steps = step;
-    summary.tokens = tokens_total;
-    summary.train_seconds = train_seconds;
-    summary.tokens_per_sec = tokens_total as f64 / train_seconds.max(1e-9);
-    summary.final_checkpoint = last_checkpoint;
-    tracing::info!(
-        steps = step,
-        tokens = tokens_total,
-        tokens_per_sec = summary.tokens_per_sec,
-        checkpoint = ?summary.final_checkpoint,
-        "training done"
-    );
-    Ok((model, summary))
+
+    /// Saves the last step unless it is saved already, and returns the model with the summary.
+    pub fn finish(mut self) -> Result<(HippoFormer, TrainSummary)> {
+        if self.checkpointed_at != Some(self.step) {
+            self.save()?;
+        }
+        let mut summary = self.summary;
+        summary.steps = self.step;
+        summary.tokens = self.tokens_total;
+        summary.train_seconds = self.train_seconds;
+        summary.tokens_per_sec = self.tokens_total as f64 / self.train_seconds.max(1e-9);
+        summary.final_checkpoint = self.last_checkpoint;
+        tracing::info!(
+            steps = self.step,
+            tokens = self.tokens_total,
+            tokens_per_sec = summary.tokens_per_sec,
+            checkpoint = ?summary.final_checkpoint,
+            "training done"
+        );
+        Ok((self.model, summary))
+    }
+}
+
+fn autodiff(d: &Device) -> Device {
+    if d.is_autodiff() {
+        d.clone()
+    } else {
+        d.clone().autodiff()
+    }
+}
+
+/// Trains and returns the trained model with the summary: [`Trainer::new`] then
+/// [`Trainer::run`] with no progress report (see the [module docs](self)).
+pub fn train_model(
+    base: Gemma,
+    base_path: &Path,
+    config: HippoFormerConfig,
+    train_corpus: Arc<TokenizedCorpus>,
+    valid_corpus: Option<Arc<TokenizedCorpus>>,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<(HippoFormer, TrainSummary)> {
+    Trainer::new(
+        base,
+        base_path,
+        config,
+        train_corpus,
+        valid_corpus,
+        opts,
+        device,
+    )?
+    .run(&mut |_, _| {})
 }
 
 /// [`train_model`] without the model.

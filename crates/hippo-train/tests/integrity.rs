@@ -10,9 +10,9 @@ use std::process::Command;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use hippo_data::Split;
 use hippo_model::HippoFormer;
 use hippo_model::checkpoint;
-use hippo_train::data::Split;
 use hippo_train::trainer::{self, TrainError, TrainOptions, state};
 
 mod common;

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Tensor};
+use hippo_data::Split;
 use hippo_gemma::Precision;
 use hippo_model::checkpoint;
 use hippo_model::{HippoFormer, HippoFormerConfig};
-use hippo_train::data::Split;
 use hippo_train::trainer::{self, TrainOptions, TrainSummary, state};
 
 mod common;

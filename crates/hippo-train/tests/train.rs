@@ -7,9 +7,9 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use hippo_data::Split;
 use hippo_model::checkpoint::{self, BaseRef};
 use hippo_model::{HippoError, HippoFormer, HippoFormerConfig};
-use hippo_train::data::Split;
 use hippo_train::trainer::{self, TrainError, TrainOptions, state};
 use hippo_train::{Schedule, StepMetrics};
 

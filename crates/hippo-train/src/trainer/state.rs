@@ -14,7 +14,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::data::BatcherState;
+use hippo_data::BatcherState;
 
 /// The optimizer record (burnpack).
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
@@ -206,6 +206,39 @@ pub fn write_trainer_state(dir: &Path, state: &TrainerState) -> Result<(), Train
     let p = dir.join(TRAINER_FILE);
     let json = serde_json::to_string_pretty(state).map_err(|e| ck(&p, e.to_string()))?;
     std::fs::write(&p, json).map_err(|e| io(&p, e))
+}
+
+/// The checkpoint directory `arg` names: itself if it holds the model checkpoint's
+/// `meta.json`, else the newest complete `checkpoints/step-N` of a training output directory.
+/// Anything else is a [`TrainError::Checkpoint`] that says what `arg` is not.
+pub fn resolve_checkpoint(arg: &Path) -> Result<PathBuf, TrainError> {
+    let meta = hippo_model::checkpoint::META_FILE;
+    if arg.join(meta).is_file() {
+        return Ok(arg.to_path_buf());
+    }
+    if !arg.is_dir() {
+        return Err(ck(arg, "is not a checkpoint: it does not exist"));
+    }
+    latest_checkpoint(&arg.join("checkpoints"))?.map_or_else(
+        || {
+            Err(ck(
+                arg,
+                format!(
+                    "is not a checkpoint (no {meta}) nor a training output directory with \
+                     checkpoints/step-N"
+                ),
+            ))
+        },
+        |(_, dir)| Ok(dir),
+    )
+}
+
+/// What a checkpoint's trainer state records: the training segment length and seed; `None`
+/// for a checkpoint the trainer did not write (calibrated or imported).
+pub fn trained_with(dir: &Path) -> Option<(usize, u64)> {
+    read_trainer_state(dir)
+        .ok()
+        .map(|ts| (ts.batcher.config.seq_len, ts.seed))
 }
 
 /// Reads a [`TrainerState`].

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::module::Module;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+use hippo_data::{Document, Split, Tokenize, TokenizedCorpus};
 use hippo_gemma::Gemma;
 use hippo_model::{HippoFormer, HippoFormerConfig};
 use hippo_train::Schedule;
-use hippo_train::data::{Document, Split, Tokenize, TokenizedCorpus};
 use hippo_train::trainer::TrainOptions;
 
 /// The device RNG (dropout, LoRA init) is process-global: run trainings one at a time.
@@ -38,13 +38,13 @@ pub fn base() -> Gemma {
 pub struct Tiny;
 
 impl Tokenize for Tiny {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         Ok(std::iter::once(2)
             .chain(text.bytes().map(|b| u32::from(b % 128)))
             .collect())
     }
 
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("tiny".into())
     }
 }

@@ -2,16 +2,30 @@
 
 use std::path::Path;
 
+#[cfg(feature = "parquet")]
 use parquet::file::reader::{FileReader, SerializedFileReader};
+#[cfg(feature = "parquet")]
 use parquet::record::Field;
 
 use super::error::{DataError, Result};
+
+/// Without the `parquet` feature a `wikitext-hf:` corpus is refused with this error.
+#[cfg(not(feature = "parquet"))]
+pub fn read_text_column(path: &Path, _bytes: &[u8]) -> Result<String> {
+    Err(DataError::Parquet {
+        path: path.to_path_buf(),
+        message: "hippo-data was built without its `parquet` feature (enable it, or export the \
+                  split to wiki.<split>.raw text and use `wikitext-raw:<dir>`)"
+            .to_owned(),
+    })
+}
 
 /// Concatenates the `text` column of every row of the Parquet file `bytes` (read from
 /// `path`): in the Hugging Face `wikitext` export each row is one line of the raw file,
 /// newline included, so the result is the raw text. Null rows count as empty lines.
 ///
 /// Only uncompressed and Snappy-compressed files are supported (the Hugging Face default).
+#[cfg(feature = "parquet")]
 pub fn read_text_column(path: &Path, bytes: &[u8]) -> Result<String> {
     let err = |message: String| DataError::Parquet {
         path: path.to_path_buf(),

@@ -1,9 +1,7 @@
-//! The tokeniser seam: [`Tokenize`], implemented for the Gemma tokenizer and a byte-level
-//! tokenizer for tests.
+//! The tokeniser seam: [`Tokenize`], implemented here for a byte-level tokenizer for tests
+//! and by hippo-gemma for its `GemmaTokenizer`.
 
-use sha2::{Digest, Sha256};
-
-use super::error::{DataError, Result};
+use super::error::Result;
 
 /// Turns a document's text into token ids.
 pub trait Tokenize {
@@ -11,26 +9,8 @@ pub trait Tokenize {
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
 
     /// A string that changes whenever the ids this tokenizer produces may change (for
-    /// [`GemmaTokenizer`](hippo_gemma::GemmaTokenizer): sha256 of `tokenizer.json`'s bytes).
+    /// hippo-gemma's `GemmaTokenizer`: sha256 of `tokenizer.json`'s bytes).
     fn fingerprint(&self) -> Result<String>;
-}
-
-impl Tokenize for hippo_gemma::GemmaTokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        hippo_gemma::GemmaTokenizer::encode(self, text, true).map_err(|e| DataError::Tokenize {
-            id: String::new(),
-            message: e.to_string(),
-        })
-    }
-
-    fn fingerprint(&self) -> Result<String> {
-        let path = self.path();
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        Ok(format!(
-            "gemma-tokenizer-json:sha256:{}",
-            hex::encode(Sha256::digest(&bytes))
-        ))
-    }
 }
 
 /// UTF-8 bytes as ids `0..=255`, BOS = 256: a tokenizer for tests and tooling.

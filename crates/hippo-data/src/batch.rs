@@ -22,10 +22,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use hippo_model::SegmentLayout;
+pub use crate::layout::SegmentLayout;
 
 use super::cache::TokenizedCorpus;
 use super::error::{DataError, Result};
+use super::seed::SplitMix64;
 
 /// Target value of positions without a target (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -276,6 +277,22 @@ impl SegmentBatch {
         self.input_ids.first().map_or(0, Vec::len)
     }
 
+    /// A batch of one stream reading `segment` of document `doc`, unpadded (`seq_len` = its
+    /// number of inputs); `reset` is set on the document's first segment.
+    pub fn single(segment: &Segment<'_>, doc: usize) -> SegmentBatch {
+        let n = segment.prefix.iter().count() + segment.inputs.len();
+        let row = segment.padded(n, 0);
+        SegmentBatch {
+            input_ids: vec![row.input_ids],
+            targets: vec![row.targets],
+            valid: vec![row.valid],
+            reset: vec![segment.is_first()],
+            doc_index: vec![Some(doc)],
+            segment_index: vec![segment.index],
+            epoch: 0,
+        }
+    }
+
     /// The rows `rows` of this batch, as a batch of their own (data-parallel shards).
     pub fn rows(&self, rows: std::ops::Range<usize>) -> SegmentBatch {
         SegmentBatch {
@@ -315,33 +332,6 @@ impl SegmentBatch {
     /// Targets row-major (`B·L`).
     pub fn targets_flat(&self) -> Vec<i64> {
         self.targets.iter().flatten().copied().collect()
-    }
-}
-
-/// SplitMix64: a tiny, fully specified generator, so that a seed means the same order forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`) by multiply-shift; bias below 2⁻³² for corpus sizes.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Fisher–Yates.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
     }
 }
 

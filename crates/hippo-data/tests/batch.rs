@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hippo_train::data::{
+use hippo_data::{
     BatcherConfig, BatcherState, DataError, Document, IGNORE_INDEX, SegmentBatch, SegmentLayout,
     Segments, Split, StreamBatcher, Tokenize, TokenizedCorpus,
 };
@@ -14,13 +14,13 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 struct Unique;
 
 impl Tokenize for Unique {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         let mut it = text.split(' ').map(|s| s.parse::<u32>().unwrap_or(0));
         let (doc, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         Ok((0..len).map(|j| 1 + doc * 1000 + j).collect())
     }
 
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok("unique".into())
     }
 }

@@ -4,10 +4,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use hippo_train::data::corpus::{parse_doc_wrapped, split_wikitext, wikitext_heading};
-use hippo_train::data::{
-    CorpusSpec, DataError, Split, fnv1a64, load_corpus, split_bucket, split_of_id,
-};
+use hippo_data::corpus::{parse_doc_wrapped, split_wikitext, wikitext_heading};
+use hippo_data::{CorpusSpec, DataError, Split, fnv1a64, load_corpus, split_bucket, split_of_id};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

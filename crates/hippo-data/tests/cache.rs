@@ -4,8 +4,8 @@ use std::cell::Cell;
 use std::fs;
 use std::path::Path;
 
-use hippo_train::data::cache::{CacheMeta, cache_paths};
-use hippo_train::data::{
+use hippo_data::cache::{CacheMeta, cache_paths};
+use hippo_data::{
     ByteTokenizer, CorpusSpec, Split, TextStats, Tokenize, TokenizedCorpus, load_corpus,
 };
 
@@ -27,12 +27,12 @@ impl Counting {
 }
 
 impl Tokenize for Counting {
-    fn encode(&self, text: &str) -> hippo_train::data::Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
         self.calls.set(self.calls.get() + 1);
         ByteTokenizer.encode(text)
     }
 
-    fn fingerprint(&self) -> hippo_train::data::Result<String> {
+    fn fingerprint(&self) -> hippo_data::Result<String> {
         Ok(self.fingerprint.clone())
     }
 }
@@ -163,5 +163,59 @@ fn a_corrupt_cache_file_is_rebuilt() -> TestResult {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    Ok(())
+}
+
+#[test]
+fn check_vocabulary_names_the_first_id_outside_it() -> TestResult {
+    let doc = |id: &str, text: &str| hippo_data::Document {
+        id: id.into(),
+        title: id.into(),
+        text: text.into(),
+        source: "test".into(),
+        url: None,
+    };
+    let c = TokenizedCorpus::build(
+        &[doc("a", "abc"), doc("b", "x\u{e9}")],
+        &ByteTokenizer,
+        "t",
+        Split::Test,
+    )?;
+    // Byte ids: BOS = 256, 'x' = 120, 'é' = 0xC3 0xA9 = 195, 169.
+    c.check_vocabulary(257)?;
+    let mut no_bos = c.clone();
+    for d in &mut no_bos.docs {
+        d.tokens.remove(0);
+    }
+    no_bos.check_vocabulary(196)?;
+    match no_bos.check_vocabulary(195) {
+        Err(hippo_data::DataError::OutOfVocabulary {
+            id,
+            doc,
+            vocab_size,
+        }) => {
+            assert_eq!((id, doc.as_str(), vocab_size), (195, "b", 195));
+        }
+        other => panic!("expected OutOfVocabulary, got {other:?}"),
+    }
+    match c.check_vocabulary(256) {
+        Err(hippo_data::DataError::OutOfVocabulary {
+            id,
+            doc,
+            vocab_size,
+        }) => {
+            assert_eq!((id, doc.as_str(), vocab_size), (256, "a", 256));
+        }
+        other => panic!("expected OutOfVocabulary, got {other:?}"),
+    }
+    let e = c
+        .check_vocabulary(196)
+        .err()
+        .ok_or("vocabulary of 196 accepted")?
+        .to_string();
+    assert!(
+        e.contains("token id 256 of document `a`") && e.contains("vocabulary of 196"),
+        "{e}"
+    );
     Ok(())
 }

@@ -373,9 +373,23 @@ impl CorpusSpec {
     }
 }
 
-/// The asset cache directory (`$HIPPO_HOME`, else `<user cache>/hippoformer`).
+/// The asset cache directory: `$HIPPO_HOME` if set and non-empty, else
+/// `$XDG_CACHE_HOME/hippoformer`, else `$HOME/.cache/hippoformer`; `None` without any of them.
+/// The one rule of the whole project (hippo-gemma's default model path and xtask's assets use
+/// it too).
+pub fn hippo_home() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HIPPO_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("hippoformer"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hippoformer"))
+}
+
+/// The asset cache directory ([`hippo_home`]), or [`DataError::NoHome`].
 pub fn default_home() -> Result<PathBuf> {
-    hippo_gemma::load::hippo_home().ok_or(DataError::NoHome)
+    hippo_home().ok_or(DataError::NoHome)
 }
 
 /// Loads the documents of `split` of the corpus `spec`; `home` is the asset cache directory

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hippo_train::data::cache::cache_paths;
-use hippo_train::data::{
+use hippo_data::cache::cache_paths;
+use hippo_data::{
     BatcherConfig, CorpusSpec, Split, StreamBatcher, TokenizedCorpus, default_home, load_corpus,
 };
 

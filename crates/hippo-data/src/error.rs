@@ -115,6 +115,19 @@ pub enum DataError {
         /// Expected vs found.
         message: String,
     },
+    /// A token id the model cannot read: the tokenizer does not match the model.
+    #[error(
+        "token id {id} of document `{doc}` is outside the model's vocabulary of {vocab_size}: the \
+         tokenizer does not match the model"
+    )]
+    OutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// Id of the document holding it.
+        doc: String,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
     /// A batcher configuration that cannot work.
     #[error("invalid stream batcher configuration: {0}")]
     BadConfig(String),

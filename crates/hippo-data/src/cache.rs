@@ -214,6 +214,21 @@ impl TokenizedCorpus {
     pub fn total_stats(&self) -> TextStats {
         self.docs.iter().map(|d| d.stats).sum()
     }
+
+    /// Checks that every token id is below `vocab_size` (the first one that is not is the
+    /// error [`DataError::OutOfVocabulary`]).
+    pub fn check_vocabulary(&self, vocab_size: usize) -> Result<()> {
+        for d in &self.docs {
+            if let Some(&id) = d.tokens.iter().find(|&&t| t as usize >= vocab_size) {
+                return Err(DataError::OutOfVocabulary {
+                    id,
+                    doc: d.id.clone(),
+                    vocab_size,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `(<cache_dir>/tokens/<key>.bin, <cache_dir>/tokens/<key>.json)`.

@@ -13,9 +13,9 @@
 //!
 //! Without `bos` (the contiguous layout) segment `k` is tokens `k·L .. (k+1)·L`.
 //!
-//! Training (hippo-train's `StreamBatcher`), evaluation (hippo-eval) and generation
-//! ([`crate::generate`]) all cut streams with this one type, so they agree position for
-//! position; [`crate::HippoFormer::segment_layout`] gives the layout of a model.
+//! Training and evaluation ([`crate::StreamBatcher`], [`crate::Segments`]) and generation
+//! (hippo-model's `generate`) all cut streams with this one type, so they agree position for
+//! position; hippo-model's `HippoFormer::segment_layout` gives the layout of a model.
 
 use std::ops::Range;
 
