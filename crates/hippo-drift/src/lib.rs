@@ -36,6 +36,44 @@
 //! [`RunningState`]s — Burn's own idiom for running statistics (see `BatchNorm`): they are saved
 //! in the module record and moved with the module, get no gradient and are not touched by
 //! optimisers. Like `BatchNorm`'s statistics they are shared between clones of a module.
+//!
+//! # Example
+//!
+//! Calibrating on a random batch, then measuring and correcting a drifted one, on the CPU:
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Distribution, Tensor};
+//! use hippo_drift::DriftCalibratorConfig;
+//!
+//! let device = Device::flex();
+//! let drift = DriftCalibratorConfig::new(8).with_n_anchors(4).try_init(&device)?; // D = 8
+//! let valid = Tensor::<2, Bool>::full([2, 5], true, &device);
+//! let h = Tensor::<3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+//!
+//! // The first calibration batch sets the anchors (its real tokens 0, 2, 5 and 7 of 10, in
+//! // row-major order); later calls are no-ops until `reset()`.
+//! assert!(drift.calibrate(h.clone(), valid.clone())?);
+//! assert!(!drift.calibrate(h.clone(), valid.clone())?);
+//! assert_eq!(drift.anchor_count(), 4);
+//!
+//! // An anchor is at distance ≈ 0 from itself.
+//! let near = drift.forward(h.clone(), valid.clone())?;
+//! assert_eq!(near.drift.dims(), [2, 5]);
+//! let first: Vec<f32> = near.drift.to_data().iter::<f32>().collect();
+//! assert!(first[0] < 1e-2);
+//!
+//! // Scaled ×10, every token is far from every anchor: all are drifted and corrected …
+//! let far = h.mul_scalar(10.0);
+//! let out = drift.forward(far.clone(), valid.clone())?;
+//! assert_eq!(out.corrected.dims(), [2, 5, 8]);
+//! let stats = drift.stats(&out, &valid);
+//! assert_eq!((stats.drifted_ratio, stats.corrected_ratio), (1.0, 1.0));
+//! // … yet at init the correction is exactly the identity (A = I, b = 0).
+//! let host = |x: &Tensor<3>| x.to_data().iter::<f32>().collect::<Vec<_>>();
+//! assert_eq!(host(&out.corrected), host(&far));
+//! assert_eq!(stats.regularizer, 0.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use burn::config::Config;
 use burn::module::{Module, Param, RunningState};

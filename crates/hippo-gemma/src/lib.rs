@@ -15,6 +15,36 @@
 //!
 //! Architecture invariant: this crate knows nothing about memory, salience or training loops.
 //! It does no I/O beyond reading the files it is given.
+//!
+//! # Example
+//!
+//! A tiny randomly initialised Gemma 3 (no checkpoint needed), a full forward, and incremental
+//! decoding with a KV cache, on the CPU:
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use hippo_gemma::{Gemma, GemmaConfig, GemmaFamily};
+//!
+//! let device = Device::flex();
+//! let config = GemmaConfig::tiny(GemmaFamily::Gemma3); // 2 layers, width 32, vocabulary 64
+//! let model = Gemma::random(&config, 0, &device)?;
+//!
+//! // Two rows of five ids (BOS = 2 first); `ids_tensor` checks every id against the vocabulary.
+//! let ids = model.ids_tensor(&[vec![2, 10, 11, 12, 13], vec![2, 20, 21, 22, 23]], &device)?;
+//! let out = model.forward(ids.clone(), None);
+//! assert_eq!(out.logits.dims(), [2, 5, 64]); // [B, T, vocab]
+//! assert_eq!(out.hidden.dims(), [2, 5, 32]); // [B, T, hidden], after the final norm
+//!
+//! // A prefill of four tokens, then one token with the cache: the full forward's logits.
+//! let mut cache = model.new_cache();
+//! model.forward(ids.clone().slice_dim(1, 0..4), Some(&mut cache));
+//! let step = model.forward(ids.slice_dim(1, 4..5), Some(&mut cache)).logits;
+//! assert_eq!(cache.seq_len(), 5);
+//! let full = out.logits.slice_dim(1, 4..5);
+//! let diff = (step - full).abs().max().into_scalar::<f32>();
+//! assert!(diff < 1e-4, "cached vs full |Δlogit| = {diff}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod cache;
 pub mod config;

@@ -35,6 +35,11 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     /// Normalises over the last dimension.
+    ///
+    /// # Shapes
+    ///
+    /// * `x`: `[..., W]`, `W` the length of `gamma` (`hidden` or `head_dim`)
+    /// * output: the shape of `x`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
         let inv = ms.add_scalar(self.eps).sqrt().recip();
@@ -161,8 +166,15 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Causal (sliding-window where the layer slides) attention with RoPE; with a `cache`, also
+    /// over the earlier positions it holds, and this call's keys and values are appended to it.
+    ///
     /// # Shapes
-    /// `x`: `[B, T, hidden]` at absolute positions `start..start+T` → `[B, T, hidden]`.
+    ///
+    /// * `x`: `[B, T, hidden]` at absolute positions `start..start + T`
+    /// * queries `[B, heads, T, head_dim]`; keys and values `[B, kv_heads, S, head_dim]`, `S` = the
+    ///   positions the cache holds plus `T`, repeated to `heads`
+    /// * output: `[B, T, hidden]`
     pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let device = x.device();
@@ -242,7 +254,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// `[.., hidden]` → `[.., hidden]`.
+    /// Applies the feed-forward at every position.
+    ///
+    /// # Shapes
+    ///
+    /// * `x`: `[B, T, hidden]` (the gate and up projections widen to `[B, T, intermediate_size]`)
+    /// * output: `[B, T, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let p = self.precision;
         let gate = project(&self.gate_proj, x.clone(), p);
@@ -274,7 +291,14 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// `[B, T, hidden]` → `[B, T, hidden]`.
+    /// Runs the block; with a `cache`, attends to the earlier positions it holds.
+    ///
+    /// # Shapes
+    ///
+    /// * `x`: `[B, T, hidden]` at absolute positions `start..start + T`
+    /// * `cache`: this layer's keys and values of the earlier positions; this call's `T` are
+    ///   appended
+    /// * output: `[B, T, hidden]`
     pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
         let attn = self
             .self_attn
@@ -671,6 +695,12 @@ impl Gemma {
     }
 
     /// Hidden states and logits.
+    ///
+    /// # Shapes
+    ///
+    /// * `ids`: `[B, T]`, right-padded, every id below `vocab_size` (see [`Gemma::ids_tensor`]);
+    ///   with a `cache` the positions continue from [`KvCache::seq_len`], and the cache grows by `T`
+    /// * `logits`: `[B, T, vocab_size]`, `hidden`: `[B, T, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> GemmaOutput {
         let hidden = self.hidden_states(ids, cache);
         GemmaOutput {

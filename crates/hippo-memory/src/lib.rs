@@ -81,6 +81,57 @@
 //! * Row independence: every operation is per row; row `b` never reads or writes row `b' ≠ b`.
 //! * Padding (`mask = false`) is never written; an empty buffer replays zeros, never NaN.
 //! * [`PriorityBuffer::age`] is called once per written segment, never on read-only calls.
+//!
+//! # Example
+//!
+//! Writing to a full buffer, evicting, and replaying it, on random states on the CPU:
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+//! use hippo_memory::PriorityBufferConfig;
+//!
+//! let device = Device::flex();
+//! // Width D = 8, M = 4 slots per stream, decay 0.9; importance must exceed 1 to be written.
+//! let buffer = PriorityBufferConfig::new(8)
+//!     .with_capacity(4)
+//!     .with_decay_rate(0.9)
+//!     .with_priority_threshold(1.0)
+//!     .try_init(&device)?;
+//! let state = buffer.empty_state(1, &device); // one stream
+//!
+//! // A segment of six tokens: four are important enough, and they fill the four slots.
+//! let states = Tensor::<3>::random([1, 6, 8], Distribution::Normal(0.0, 1.0), &device);
+//! let importance = [0.5f32, 2.0, 3.0, 0.9, 4.0, 1.5];
+//! let importance = Tensor::<2>::from_data(TensorData::new(importance.to_vec(), [1, 6]), &device);
+//! let mask = Tensor::<2, Bool>::full([1, 6], true, &device);
+//! let (state, outcome) = buffer.write(state, states, importance, mask)?;
+//! let accepted: Vec<bool> = outcome.accepted.to_data().iter::<bool>().collect();
+//! assert_eq!(accepted, [false, true, true, false, true, true]);
+//! let state = buffer.age(state); // once per written segment: effective priorities × 0.9
+//!
+//! // Full: a stronger newcomer evicts the entry of lowest effective priority (1.5 · 0.9, slot 3).
+//! let newcomer = Tensor::<3>::random([1, 1, 8], Distribution::Normal(0.0, 1.0), &device);
+//! let strong = Tensor::<2>::full([1, 1], 5.0, &device);
+//! let real = Tensor::<2, Bool>::full([1, 1], true, &device);
+//! let (state, outcome) = buffer.write(state, newcomer, strong, real)?;
+//! let evicted: Vec<bool> = outcome.evicted.to_data().iter::<bool>().collect();
+//! assert_eq!(evicted, [false, false, false, true]);
+//! assert_eq!(buffer.stats(&state).entries, 4);
+//!
+//! // Replay: one read per query position, [B, T, D] → [B, T, D]; the state is not modified.
+//! let queries = Tensor::<3>::random([1, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+//! assert_eq!(buffer.replay(queries.clone(), &state)?.dims(), [1, 3, 8]);
+//! // The replay weights [B, T, M] of every position sum to at most 1.
+//! let weights = buffer.retrieve(queries.clone(), &state)?.weights;
+//! assert_eq!(weights.dims(), [1, 3, 4]);
+//! for total in weights.sum_dim(2).to_data().iter::<f32>() {
+//!     assert!(total > 0.0 && total <= 1.0 + 1e-5);
+//! }
+//! // An empty buffer replays exact zeros.
+//! let nothing = buffer.replay(queries, &buffer.empty_state(1, &device))?;
+//! assert!(nothing.to_data().iter::<f32>().all(|x| x == 0.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod buffer;
 mod config;

@@ -70,6 +70,13 @@ impl OutputFusion {
     }
 
     /// Full fusion. `h`, `m`: `[B, T, D]`; `present`: `[B]` (1.0 where the stream had memory).
+    ///
+    /// # Shapes
+    ///
+    /// * `h`: `[B, T, D]`, the hidden states; `m`: `[B, T, D]`, what each position retrieved
+    /// * `present`: `[B]`, 1.0 where the stream's buffer had anything to replay, else 0.0
+    /// * causal attention over `m` with `n_heads` heads of `D / n_heads` (`n_heads` divides `D`)
+    /// * output: `[B, T, D]`
     pub fn forward(&self, h: Tensor<3>, m: Tensor<3>, present: Tensor<1>) -> Tensor<3> {
         let [b, t, d] = h.dims();
         let nh = self.n_heads;
@@ -101,6 +108,11 @@ impl OutputFusion {
     }
 
     /// The fusion-off ablation: retrieved memory added through the scalar opening only.
+    ///
+    /// # Shapes
+    ///
+    /// * `h`, `m`: `[B, T, D]`; `present`: `[B]` (as in [`forward`](Self::forward))
+    /// * output: `[B, T, D]`
     pub fn forward_direct(&self, h: Tensor<3>, m: Tensor<3>, present: Tensor<1>) -> Tensor<3> {
         h + m.mul(self.opening(present))
     }

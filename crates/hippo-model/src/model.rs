@@ -289,6 +289,17 @@ impl HippoFormer {
 
     /// Reads a segment. `ids`, `valid`: `[B, T]` (right-padded); `state`: each stream's memory,
     /// holding only earlier segments. Does not modify the state.
+    ///
+    /// # Shapes
+    ///
+    /// `V` = vocabulary, `D` = the base model's hidden size, `M` = `buffer_size`.
+    ///
+    /// * `ids`: `[B, T]`; `valid`: `[B, T]`, `true` for real tokens
+    /// * `state`: `B` streams, `states` `[B, M, D]` (an error if it holds another number)
+    /// * [`SegmentOutput`]: `lm_logits` `[B, T, V]`; `base_hidden`, `hidden`, `fused`
+    ///   `[B, T, D]`; `ids`, `valid` and the salience fields `[B, T]`; drift `corrected`
+    ///   `[B, T, D]` and `drift` `[B, T]`; the [`Mixture`]'s `lambda` and `lm_lse` `[B, T]`,
+    ///   `weights` `[B, T, M]`, `next_tokens` `[B, M]`
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
@@ -325,6 +336,13 @@ impl HippoFormer {
     /// [`forward`](Self::forward) over base hidden states the caller already computed
     /// (`self.base.hidden_states(ids)` `[B, T, D]`, e.g. incrementally with a KV cache, as
     /// generation does); `positions` chooses which positions go through the LM head.
+    ///
+    /// # Shapes
+    ///
+    /// * `ids`, `valid`: `[B, T]`; `base_hidden`: `[B, T, D]`; `state`: `B` streams
+    /// * as [`forward`](Self::forward), except with [`LogitPositions::Last`]: `lm_logits`
+    ///   `[B, 1, V]`, the [`Mixture`]'s `lambda` and `lm_lse` `[B, 1]` and `weights` `[B, 1, M]`
+    ///   (the hidden states and salience stay `[B, T, …]`)
     pub fn forward_from_base(
         &self,
         ids: Tensor<2, Int>,
@@ -602,6 +620,13 @@ impl HippoFormer {
 
     /// Loss terms of a segment. `targets`: `[B, T]` next-token ids, −100 where there is none;
     /// pads must carry −100.
+    ///
+    /// # Shapes
+    ///
+    /// * `out`: a [`forward`](Self::forward) output over every position (`lm_logits`
+    ///   `[B, T, V]`, not [`LogitPositions::Last`])
+    /// * `targets`: `[B, T]`
+    /// * every tensor of [`LossTerms`]: `[1]`; `tokens` counts the scored targets (≠ −100, real)
     pub fn loss(&self, out: &SegmentOutput, targets: Tensor<2, Int>) -> LossTerms {
         let c = &self.config;
         let device = out.lm_logits.device();

@@ -32,6 +32,58 @@
 //! # Shapes
 //!
 //! `hidden: [B, T, D]`, `valid: [B, T]` (Bool) → every field of [`SalienceOutput`] is `[B, T]`.
+//!
+//! # Example
+//!
+//! Scoring a right-padded batch of random hidden states on the CPU:
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+//! use hippo_salience::SalienceGateConfig;
+//!
+//! let device = Device::flex();
+//! let gate = SalienceGateConfig::new(16) // D = 16
+//!     .with_n_heads(4)
+//!     .with_min_duration(3)
+//!     .try_init(&device)?;
+//!
+//! // Two rows of six tokens; the last two positions of row 1 are padding.
+//! let hidden = Tensor::<3>::random([2, 6, 16], Distribution::Normal(0.0, 1.0), &device);
+//! let flags: Vec<bool> = (0..12).map(|k| k < 10).collect();
+//! let valid = Tensor::<2, Bool>::from_data(TensorData::new(flags, [2, 6]), &device);
+//!
+//! let out = gate.forward(hidden.clone(), valid.clone());
+//! assert_eq!(out.salience.dims(), [2, 6]);
+//! let salience: Vec<f32> = out.salience.to_data().iter::<f32>().collect();
+//! let importance: Vec<f32> = out.importance.to_data().iter::<f32>().collect();
+//! for k in 0..12 {
+//!     if k < 10 {
+//!         // Real tokens: s ∈ (0, 1), importance in the default range [1, 5].
+//!         assert!(salience[k] > 0.0 && salience[k] < 1.0);
+//!         assert!((1.0..=5.0).contains(&importance[k]));
+//!     } else {
+//!         // Padding: s = 0 and the lowest importance, exactly.
+//!         assert_eq!((salience[k], importance[k]), (0.0, 1.0));
+//!     }
+//! }
+//! let stats = gate.stats(&out, &valid);
+//! assert_eq!(stats.tokens, 10);
+//! assert_eq!(stats.pathway_weight, 0.5); // σ(0): local and global pathways weigh ½ each at init
+//!
+//! // Causal: changing the last position leaves every earlier score bit-identical.
+//! let changed = Tensor::cat(
+//!     vec![
+//!         hidden.slice([0..2, 0..5, 0..16]),
+//!         Tensor::random([2, 1, 16], Distribution::Normal(0.0, 1.0), &device),
+//!     ],
+//!     1,
+//! );
+//! let again: Vec<f32> = gate.forward(changed, valid).salience.to_data().iter::<f32>().collect();
+//! for row in 0..2 {
+//!     assert_eq!(again[row * 6..row * 6 + 5], salience[row * 6..row * 6 + 5]);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use burn::config::Config;
 use burn::module::{Module, Param};
