@@ -29,39 +29,52 @@
 //!
 //! # Example
 //!
-//! [`evaluate`] needs a tokenised corpus; what it and [`report_from_trace`] compute from the
-//! per-token NLLs can be shown on synthetic numbers with [`stats`] alone: the token-weighted NLL
-//! and perplexity of two scorers, and a paired comparison of them over documents.
+//! A random tiny Gemma 3 and a fresh HippoFormer over it, scored on the identical segments of
+//! four documents: at init HippoFormer is the base, with memory on or off.
 //!
 //! ```
-//! use hippo_eval::stats::{paired_bootstrap, paired_t_test};
+//! use std::sync::Arc;
+//! use burn::tensor::Device;
+//! use hippo_data::{Document, Split, Tokenize, TokenizedCorpus};
+//! use hippo_eval::{EvalOptions, Scorer, evaluate, evaluate_with_memory_off};
+//! use hippo_gemma::{Gemma, GemmaConfig, GemmaFamily};
+//! use hippo_model::{HippoFormer, HippoFormerConfig};
 //!
-//! // `nll[d][j]`: −ln p of target j of document d (nats), six documents of 40 targets under
-//! // the base model, and under a HippoFormer better by 0.10–0.15 nat per token.
-//! let base: Vec<Vec<f64>> = (0..6)
-//!     .map(|d| (0..40).map(|j| 3.0 + 0.1 * ((d * 7 + j * 3) % 11) as f64).collect())
+//! /// Bytes folded into the tiny model's vocabulary of 64 (BOS = 2).
+//! struct Tiny;
+//! impl Tokenize for Tiny {
+//!     fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
+//!         Ok(std::iter::once(2).chain(text.bytes().map(|b| u32::from(b) % 60 + 3)).collect())
+//!     }
+//!     fn fingerprint(&self) -> hippo_data::Result<String> {
+//!         Ok("tiny".into())
+//!     }
+//! }
+//!
+//! let device = Device::flex();
+//! let base = Gemma::random(&GemmaConfig::tiny(GemmaFamily::Gemma3), 0, &device)?;
+//! let config = HippoFormerConfig { buffer_size: 16, lora_r: 4, n_anchors: 8, ..Default::default() };
+//! let model = HippoFormer::new(base.clone(), config, &device)?;
+//! let docs: Vec<Document> = (0..4)
+//!     .map(|i| Document {
+//!         id: format!("d{i}"),
+//!         title: String::new(),
+//!         text: format!("document {i}: ").repeat(3 + i),
+//!         source: "example".into(),
+//!         url: None,
+//!     })
 //!     .collect();
-//! let hippo: Vec<Vec<f64>> = base
-//!     .iter()
-//!     .enumerate()
-//!     .map(|(d, doc)| doc.iter().map(|x| x - 0.10 - 0.01 * d as f64).collect())
-//!     .collect();
+//! let corpus = Arc::new(TokenizedCorpus::build(&docs, &Tiny, "example", Split::Test)?);
+//! let opts = EvalOptions { seq_len: 16, streams: 2, max_docs: None, allow_leaky: false };
 //!
-//! // Token-weighted: Σ NLL over every target, divided by the number of targets.
-//! let token_ppl = |docs: &[Vec<f64>]| {
-//!     let n: usize = docs.iter().map(Vec::len).sum();
-//!     (docs.iter().flatten().sum::<f64>() / n as f64).exp()
-//! };
-//! assert!(token_ppl(&hippo) < token_ppl(&base));
-//!
-//! // Documents are the units of the paired comparison (their mean NLL, base − HippoFormer).
-//! let mean = |doc: &Vec<f64>| doc.iter().sum::<f64>() / doc.len() as f64;
-//! let a: Vec<f64> = base.iter().map(mean).collect();
-//! let b: Vec<f64> = hippo.iter().map(mean).collect();
-//! let benefit = paired_bootstrap(&a, &b, 0.95, 2000, 0)?;
-//! assert!((benefit.mean_diff - 0.125).abs() < 1e-9);
-//! assert!(benefit.ci.lo > 0.0 && benefit.ci.lo <= benefit.mean_diff);
-//! assert!(paired_t_test(&a, &b)?.p_value < 1e-3);
+//! let b = evaluate(&Scorer::Base(&base), corpus.clone(), &opts, &device)?;
+//! let [(h, _), (off, _)] = evaluate_with_memory_off(&model, corpus, &opts, &device, &mut |_| {})?;
+//! // Every target of every document once (the BOS of a later segment predicts nothing).
+//! let targets: usize = docs.iter().map(|d| d.text.len()).sum();
+//! assert_eq!((b.tokens, h.tokens, off.tokens), (targets, targets, targets));
+//! assert!(b.nll_by_segment.len() > 2); // documents span several segments
+//! assert!((h.mean_nll - b.mean_nll).abs() < 1e-5 && (off.mean_nll - b.mean_nll).abs() < 1e-5);
+//! assert!((b.token_ppl - b.mean_nll.exp()).abs() < 1e-9);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
