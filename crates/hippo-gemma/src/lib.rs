@@ -63,7 +63,7 @@ pub use cache::KvCache;
 pub use config::{Activation, GemmaConfig, GemmaFamily, LayerType, Rope};
 pub use error::{GemmaError, Result};
 pub use load::{LoadedModel, ModelLocation, load, load_from, resolve};
-pub use model::{Gemma, GemmaOutput};
+pub use model::{Gemma, GemmaOutput, LayerKeysValues, LayerMemory};
 pub use precision::Precision;
 pub use sample::{GenerateOptions, Generation, Sampler, SamplingConfig, StopReason};
 pub use tokenizer::GemmaTokenizer;

@@ -111,6 +111,61 @@ pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     x.clone().mul(cos.clone()) + rotate_half(x).mul(sin.clone())
 }
 
+/// Cosine and sine tables `[B, 1, M, head_dim]` for rotate-half RoPE at per-row, possibly
+/// negative, positions `[B, M]` (the same angles as [`rope_tables`], computed on the device).
+pub fn rope_tables_at(
+    theta: f64,
+    linear_factor: f64,
+    head_dim: usize,
+    positions: Tensor<2>,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, m] = positions.dims();
+    let device = positions.device();
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..head_dim)
+        .map(|j| {
+            let i = j % half;
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            (1.0f32 / (theta as f32).powf(exponent)) / linear_factor as f32
+        })
+        .collect();
+    let inv = Tensor::<1>::from_data(TensorData::new(inv, [head_dim]), &device)
+        .reshape([1, 1, 1, head_dim]);
+    let angles = positions.reshape([b, 1, m, 1]).mul(inv);
+    (angles.clone().cos(), angles.sin())
+}
+
+/// What one attention layer reads besides its own segment: keys and values of earlier tokens
+/// (a memory), each at its position relative to position 0 of the segment being read.
+///
+/// # Shapes
+///
+/// * `keys`, `values`: `[B, kv_heads, M, head_dim]`; the keys after the key norm and *before*
+///   RoPE (RoPE is applied at `positions` when they are read)
+/// * `positions`: `[B, M]`, e.g. `-10` for the token ten positions before the segment's first
+/// * `bias`: `[B, M]`, added to the entry's attention score; `−∞` where the entry may not be read
+#[derive(Debug, Clone)]
+pub struct LayerMemory {
+    /// Keys before RoPE.
+    pub keys: Tensor<4>,
+    /// Values.
+    pub values: Tensor<4>,
+    /// Positions relative to the segment's position 0.
+    pub positions: Tensor<2>,
+    /// Additive score bias, `−∞` for entries that may not be read.
+    pub bias: Tensor<2>,
+}
+
+/// A layer's keys (after the key norm, before RoPE) and values of the positions a forward read,
+/// `[B, kv_heads, T, head_dim]` each: what a memory stores to hand back as a [`LayerMemory`].
+#[derive(Debug, Clone)]
+pub struct LayerKeysValues {
+    /// Keys before RoPE.
+    pub keys: Tensor<4>,
+    /// Values.
+    pub values: Tensor<4>,
+}
+
 /// Causal (and optionally sliding-window) mask: `true` where query `q_start + i` may NOT see key
 /// `k_start + j`, i.e. the key lies in the future or `window` or more positions back.
 pub fn causal_mask(
@@ -176,6 +231,28 @@ impl Attention {
     ///   positions the cache holds plus `T`, repeated to `heads`
     /// * output: `[B, T, hidden]`
     pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        self.forward_with_memory(x, start, cache, None).0
+    }
+
+    /// [`forward`](Self::forward) that also attends to a `memory` of earlier tokens (one softmax
+    /// over the memory's entries and the segment's own keys, the entries' scores plus their
+    /// bias; a sliding layer sees only entries less than its window back), and returns this
+    /// call's keys (before RoPE) and values for a memory to store.
+    ///
+    /// With the memory holding the keys and values of the tokens just before the segment, at
+    /// their positions, and bias 0, this is attention over the concatenated sequence.
+    ///
+    /// # Shapes
+    ///
+    /// * as [`forward`](Self::forward); `memory`: see [`LayerMemory`] (`M` entries)
+    /// * returned keys and values: `[B, kv_heads, T, head_dim]`
+    pub fn forward_with_memory(
+        &self,
+        x: Tensor<3>,
+        start: usize,
+        cache: Option<&mut LayerKv>,
+        memory: Option<&LayerMemory>,
+    ) -> (Tensor<3>, LayerKeysValues) {
         let [b, t, _] = x.dims();
         let device = x.device();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -197,15 +274,20 @@ impl Attention {
             Some(n) => n.forward(k),
             None => k,
         };
+        let read = LayerKeysValues {
+            keys: k.clone(),
+            values: v.clone(),
+        };
         let (cos, sin) = rope_tables(self.rope_theta, self.rope_factor, hd, start, t, &device);
         let q = apply_rope(q, &cos, &sin);
         let k = apply_rope(k, &cos, &sin);
         let window = (self.window > 0).then_some(self.window);
         // The attention core in the matmul dtype; the cache holds k and v in it too.
-        let (q, k, v) = match p.matmul_dtype() {
-            None => (q, k, v),
-            Some(dtype) => (q.cast(dtype), k.cast(dtype), v.cast(dtype)),
+        let cast = |x: Tensor<4>| match p.matmul_dtype() {
+            None => x,
+            Some(dtype) => x.cast(dtype),
         };
+        let (q, k, v) = (cast(q), cast(k), cast(v));
 
         let (k, v, k_start) = match cache {
             Some(c) => c.append(k, v, start, window),
@@ -213,7 +295,7 @@ impl Attention {
         };
         let s = k.dims()[2];
         let group = h / kvh;
-        let expand = |x: Tensor<4>| {
+        let expand = |x: Tensor<4>, s: usize| {
             if group == 1 {
                 x
             } else {
@@ -222,19 +304,67 @@ impl Attention {
                     .reshape([b, h, s, hd])
             }
         };
-        let (k, v) = (expand(k), expand(v));
-        let mask = causal_mask(start, t, k_start, s, window, &device)
-            .reshape([1, 1, t, s])
-            .expand([b, h, t, s]);
+        let (k, v) = (expand(k, s), expand(v, s));
+        let mask = causal_mask(start, t, k_start, s, window, &device).reshape([1, 1, t, s]);
         let options = AttentionModuleOptions {
             scale: Some(self.scale),
             softcap: (self.softcap > 0.0).then_some(self.softcap),
             is_causal: false,
         };
-        let out = attention(q, k, v, Some(mask), None, options);
+        let out = match memory {
+            None => attention(q, k, v, Some(mask.expand([b, h, t, s])), None, options),
+            Some(mem) => {
+                let m = mem.positions.dims()[1];
+                let (mcos, msin) =
+                    rope_tables_at(self.rope_theta, self.rope_factor, hd, mem.positions.clone());
+                let mk = expand(cast(apply_rope(mem.keys.clone(), &mcos, &msin)), m);
+                let mv = expand(cast(mem.values.clone()), m);
+                // An entry is hidden where its bias is −∞ and, in a sliding layer, from the
+                // queries `window` or more positions after it.
+                let unreadable = mem
+                    .bias
+                    .clone()
+                    .is_finite()
+                    .bool_not()
+                    .reshape([b, 1, 1, m]);
+                let unreadable = match window {
+                    None => unreadable.expand([b, 1, t, m]),
+                    Some(w) => {
+                        let q_pos: Vec<f32> = (start..start + t).map(|x| x as f32).collect();
+                        let q_pos = Tensor::<1>::from_data(TensorData::new(q_pos, [t]), &device)
+                            .reshape([1, 1, t, 1]);
+                        let back = q_pos.sub(mem.positions.clone().reshape([b, 1, 1, m]));
+                        unreadable.bool_or(back.greater_equal_elem(w as f32))
+                    }
+                };
+                let mask = Tensor::cat(vec![unreadable, mask.expand([b, 1, t, s])], 3).expand([
+                    b,
+                    h,
+                    t,
+                    m + s,
+                ]);
+                let bias = mem
+                    .bias
+                    .clone()
+                    .mask_fill(mem.bias.clone().is_finite().bool_not(), 0.0)
+                    .reshape([b, 1, 1, m])
+                    .expand([b, 1, t, m]);
+                let bias = Tensor::cat(vec![bias, Tensor::zeros([b, 1, t, s], &device)], 3)
+                    .expand([b, h, t, m + s]);
+                let bias = cast(bias);
+                attention(
+                    q,
+                    Tensor::cat(vec![mk, k], 2),
+                    Tensor::cat(vec![mv, v], 2),
+                    Some(mask),
+                    Some(bias),
+                    options,
+                )
+            }
+        };
         // With a mixed precision `out` is still in the matmul dtype: o_proj takes it as is.
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        project(&self.o_proj, out, p)
+        (project(&self.o_proj, out, p), read)
     }
 }
 
@@ -300,10 +430,25 @@ impl DecoderLayer {
     ///   appended
     /// * output: `[B, T, hidden]`
     pub fn forward(&self, x: Tensor<3>, start: usize, cache: Option<&mut LayerKv>) -> Tensor<3> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), start, cache);
-        match (
+        self.forward_with_memory(x, start, cache, None).0
+    }
+
+    /// [`forward`](Self::forward) with attention that also reads a `memory` (see
+    /// [`Attention::forward_with_memory`]); returns this call's keys and values too.
+    pub fn forward_with_memory(
+        &self,
+        x: Tensor<3>,
+        start: usize,
+        cache: Option<&mut LayerKv>,
+        memory: Option<&LayerMemory>,
+    ) -> (Tensor<3>, LayerKeysValues) {
+        let (attn, read) = self.self_attn.forward_with_memory(
+            self.input_layernorm.forward(x.clone()),
+            start,
+            cache,
+            memory,
+        );
+        let out = match (
             &self.pre_feedforward_layernorm,
             &self.post_feedforward_layernorm,
         ) {
@@ -319,7 +464,8 @@ impl DecoderLayer {
                     .forward(self.post_attention_layernorm.forward(h.clone()));
                 h + m
             }
-        }
+        };
+        (out, read)
     }
 }
 
@@ -626,6 +772,38 @@ impl Gemma {
             c.advance(t);
         }
         self.norm.forward(x)
+    }
+
+    /// [`hidden_states`](Self::hidden_states) where layer `i`'s attention also reads
+    /// `memory[i]` (see [`Attention::forward_with_memory`]; `None`, or a layer past the end of
+    /// `memory`, reads nothing), returning every layer's keys (before RoPE) and values of these
+    /// positions too, for a memory to store.
+    ///
+    /// # Shapes
+    ///
+    /// * `ids`: `[B, T]`; `memory[i]`: see [`LayerMemory`]
+    /// * hidden states `[B, T, hidden]`; one [`LayerKeysValues`] a layer, `[B, kv_heads, T, head_dim]`
+    pub fn hidden_states_with_memory(
+        &self,
+        ids: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+        memory: &[Option<LayerMemory>],
+    ) -> (Tensor<3>, Vec<LayerKeysValues>) {
+        let start = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
+        let t = ids.dims()[1];
+        let mut x = self.embed(ids);
+        let mut read = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|c| c.layer_mut(i));
+            let mem = memory.get(i).and_then(Option::as_ref);
+            let (y, kv) = layer.forward_with_memory(x, start, layer_cache, mem);
+            x = y;
+            read.push(kv);
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        (self.norm.forward(x), read)
     }
 
     /// Runs every matmul of this model — projections, attention core, LM head — in `precision`,

@@ -404,3 +404,74 @@ fn repo_ids_resolve_from_the_hugging_face_cache() {
         "names where it looked: {e}"
     );
 }
+
+/// A memory of the keys and values a first chunk produced, at their positions relative to the
+/// second chunk, with bias 0: reading the second chunk with it gives the hidden states of the
+/// whole sequence (past the sliding window of 4, which must hide entries four or more back),
+/// also when the second chunk is read in two steps with the KV cache. A memory whose every
+/// bias is −∞ changes nothing.
+#[test]
+fn attention_memory_of_earlier_tokens_is_attention_over_the_whole_sequence() {
+    use burn::tensor::{Tensor, TensorData};
+    use hippo_gemma::LayerMemory;
+    for dir in ["tiny-gemma3", "tiny-gemma2", "tiny-gemma1"] {
+        let model = tiny(dir);
+        let ids = reference_ids(dir);
+        let (n, split) = (ids.len(), 10);
+        let dev = device();
+        let x = |r: std::ops::Range<usize>| {
+            model
+                .ids_tensor(&[ids[r].to_vec()], &dev)
+                .expect("valid ids")
+        };
+        let full = model.hidden_states(x(0..n), None);
+        let d = full.dims()[2];
+        let want = to_vec(full.slice_dim(1, split..n));
+        let (_, read) = model.hidden_states_with_memory(x(0..split), None, &[]);
+        let positions: Vec<f32> = (0..split).map(|i| i as f32 - split as f32).collect();
+        let memory = |bias: f32| -> Vec<Option<LayerMemory>> {
+            read.iter()
+                .map(|kv| {
+                    Some(LayerMemory {
+                        keys: kv.keys.clone(),
+                        values: kv.values.clone(),
+                        positions: Tensor::from_data(
+                            TensorData::new(positions.clone(), [1, split]),
+                            &dev,
+                        ),
+                        bias: Tensor::full([1, split], bias, &dev),
+                    })
+                })
+                .collect()
+        };
+        let open = memory(0.0);
+        let (got, _) = model.hidden_states_with_memory(x(split..n), None, &open);
+        let diff = max_abs_diff(&to_vec(got), &want);
+        assert!(diff <= 1e-4, "{dir}: memory read vs whole sequence: {diff}");
+
+        let mut cache = model.new_cache();
+        let (a, _) = model.hidden_states_with_memory(x(split..split + 5), Some(&mut cache), &open);
+        let (b, _) = model.hidden_states_with_memory(x(split + 5..n), Some(&mut cache), &open);
+        let stepped = to_vec(Tensor::cat(vec![a, b], 1));
+        assert_eq!(stepped.len(), (n - split) * d);
+        let diff = max_abs_diff(&stepped, &want);
+        assert!(
+            diff <= 1e-4,
+            "{dir}: cached memory read vs whole sequence: {diff}"
+        );
+
+        let alone = to_vec(model.hidden_states(x(split..n), None));
+        let (closed, _) =
+            model.hidden_states_with_memory(x(split..n), None, &memory(f32::NEG_INFINITY));
+        let diff = max_abs_diff(&to_vec(closed), &alone);
+        assert!(
+            diff <= 1e-5,
+            "{dir}: a memory of −∞ bias changed the states: {diff}"
+        );
+        // And an open memory does change them (the test above is not vacuous).
+        assert!(
+            max_abs_diff(&alone, &want) > 1e-3,
+            "{dir}: the prefix does not matter"
+        );
+    }
+}
