@@ -70,6 +70,10 @@ pub struct CalibrateArgs {
     /// Centres c of that gate to try (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub gate_centers: Option<Vec<f64>>,
+    /// Weights g ≥ 0 of the attention path to try (comma-separated; one streaming pass each;
+    /// used only with memory_attention on; default 0,1).
+    #[arg(long, value_delimiter = ',')]
+    pub attention_weights: Option<Vec<f64>>,
     /// Where the calibrated checkpoint goes.
     #[arg(long, default_value = "runs/calibrated")]
     pub output: PathBuf,
@@ -130,6 +134,9 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     }
     if let Some(c) = &args.gate_centers {
         grid.gate_centers = c.clone();
+    }
+    if let Some(g) = &args.attention_weights {
+        grid.attention_weights = g.clone();
     }
     if args.max_doc_tokens.is_some_and(|n| n < 2) {
         return Err(usage(anyhow::anyhow!("--max-doc-tokens must be ≥ 2")));
@@ -223,6 +230,19 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         cal.best.mean_nll.exp(),
         100.0 * ((cal.best.mean_nll - cal.lm_mean_nll).exp() - 1.0)
     );
+    for (g, nll) in &cal.lm_mean_nll_by_attention {
+        println!(
+            "attention path weight g = {g}: LM {nll:.4} nats (ppl {:.3}, {:+.2}%)",
+            nll.exp(),
+            100.0 * ((nll - cal.lm_mean_nll).exp() - 1.0)
+        );
+    }
+    if !cal.lm_mean_nll_by_attention.is_empty() {
+        println!(
+            "best attention path weight g = {}",
+            cal.best.attention_weight
+        );
+    }
     eprintln!(
         "wrote {} (checkpoint) and {} in {:.1?}",
         args.output.display(),

@@ -45,6 +45,10 @@ pub struct CalibrationGrid {
     /// Centres `c` of that gate (the similarity at which `λ_t = λ`).
     #[serde(default = "default_centers")]
     pub gate_centers: Vec<f64>,
+    /// Weights `g ≥ 0` of the attention path (`memory_attention` on; ignored otherwise): a
+    /// streaming pass each, since they change what the base predicts. Empty: the model's own.
+    #[serde(default)]
+    pub attention_weights: Vec<f64>,
 }
 
 fn default_slopes() -> Vec<f64> {
@@ -62,6 +66,7 @@ impl Default for CalibrationGrid {
             lambdas: vec![0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4],
             gate_slopes: default_slopes(),
             gate_centers: default_centers(),
+            attention_weights: vec![0.0, 1.0],
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct CalibrationPoint {
     /// The confidence gate's centre `c`.
     #[serde(default)]
     pub gate_center: f64,
+    /// The attention path's weight `g` (0 where the path is off).
+    #[serde(default)]
+    pub attention_weight: f64,
     /// Mean NLL per target with this pair.
     pub mean_nll: f64,
 }
@@ -92,8 +100,13 @@ pub struct Calibration {
     pub tokens: usize,
     /// Targets where memory had an eligible entry.
     pub tokens_with_memory: usize,
-    /// Mean NLL of the LM alone (λ = 0: the model without the probability path).
+    /// Mean NLL of the LM alone (λ = 0: the model without the probability path) with the
+    /// model's own attention weight, or the first tried.
     pub lm_mean_nll: f64,
+    /// Mean NLL of the LM alone for each attention weight tried, `(g, nll)` (empty where the
+    /// attention path is off).
+    #[serde(default)]
+    pub lm_mean_nll_by_attention: Vec<(f64, f64)>,
     /// Every point of the grid.
     pub grid: Vec<CalibrationPoint>,
     /// The best point.
@@ -139,6 +152,15 @@ fn check_grid(grid: &CalibrationGrid) -> Result<()> {
             "gate centre {c} must be finite"
         )));
     }
+    if let Some(g) = grid
+        .attention_weights
+        .iter()
+        .find(|g| !(g.is_finite() && **g >= 0.0))
+    {
+        return Err(EvalError::Options(format!(
+            "attention weight {g} must be finite and ≥ 0"
+        )));
+    }
     if grid.gate_slopes.iter().any(|a| *a > 0.0) && grid.gate_centers.is_empty() {
         return Err(EvalError::Options(
             "a gate slope > 0 needs at least one gate centre".into(),
@@ -175,7 +197,8 @@ pub fn calibrate(
     let config = BatcherConfig::new(opts.seq_len, opts.streams)
         .with_layout(layout)
         .with_min_tokens(2);
-    let batcher = StreamBatcher::new(corpus.clone(), config)?;
+    // Checks the layout once, before any pass.
+    StreamBatcher::new(corpus.clone(), config.clone())?;
     // (slope, centre) pairs: slope 0 once (its centre is irrelevant), the rest only where the
     // model's gate is live.
     let mut gates: Vec<(f64, f64)> = Vec::new();
@@ -194,6 +217,123 @@ pub fn calibrate(
                 .into(),
         ));
     }
+    // One streaming pass per attention weight (the path changes the base's prediction).
+    let attention =
+        !hippo_model::model::attention_layers(&model.base, c.memory_attention).is_empty();
+    let weights: Vec<Option<f64>> = if attention && !grid.attention_weights.is_empty() {
+        grid.attention_weights.iter().map(|&g| Some(g)).collect()
+    } else {
+        vec![None]
+    };
+    let tokens_total = total_targets(&corpus) * weights.len();
+    let mut passes = Vec::with_capacity(weights.len());
+    for (i, &g) in weights.iter().enumerate() {
+        let m = match g {
+            Some(g) => with_attention_weight(model.clone(), g),
+            None => model.clone(),
+        };
+        let g = g.unwrap_or_else(|| model_attention_weight(model));
+        let done = i * total_targets(&corpus);
+        let pass = stream_pass(&m, &corpus, opts, grid, &config, device, &mut |p| {
+            progress(Progress {
+                tokens_done: done + p.tokens_done,
+                tokens_total,
+            })
+        })?;
+        passes.push((g, pass));
+    }
+    let mut points = Vec::new();
+    let mut lm_by_g = Vec::new();
+    let mut tokens_with_memory = 0;
+    let mut n_all = 0;
+    for (g, pass) in &passes {
+        let Pass {
+            p_lm,
+            p_mem,
+            present,
+            best_sim,
+        } = pass;
+        let n = p_lm.len();
+        if n == 0 {
+            return Err(EvalError::Options(
+                "calibration found no target to score".into(),
+            ));
+        }
+        n_all = n;
+        lm_by_g.push((*g, p_lm.iter().map(|p| -p.ln()).sum::<f64>() / n as f64));
+        tokens_with_memory = present
+            .first()
+            .map_or(0, |p| p.iter().filter(|x| **x).count());
+        for (k, &theta) in grid.score_scales.iter().enumerate() {
+            for &lambda in &grid.lambdas {
+                let o = opening(lambda);
+                for &(slope, center) in &gates {
+                    let total: f64 = (0..n)
+                        .map(|i| {
+                            let l = if present[k][i] {
+                                o * sigmoid(slope * (best_sim[i] - center))
+                            } else {
+                                0.0
+                            };
+                            -((1.0 - l) * p_lm[i] + l * p_mem[k][i]).ln()
+                        })
+                        .sum();
+                    points.push(CalibrationPoint {
+                        score_scale: theta,
+                        lambda,
+                        gate_slope: slope,
+                        gate_center: center,
+                        attention_weight: *g,
+                        mean_nll: total / n as f64,
+                    });
+                }
+            }
+        }
+    }
+    let best = points
+        .iter()
+        .min_by(|a, b| a.mean_nll.total_cmp(&b.mean_nll))
+        .cloned()
+        .ok_or_else(|| EvalError::Options("empty calibration grid".into()))?;
+    let own = model_attention_weight(model);
+    let lm_mean_nll = lm_by_g
+        .iter()
+        .find(|(g, _)| *g == own)
+        .or(lm_by_g.first())
+        .map_or(f64::NAN, |(_, l)| *l);
+    Ok(Calibration {
+        documents: corpus.docs.len(),
+        tokens: n_all,
+        tokens_with_memory,
+        lm_mean_nll,
+        lm_mean_nll_by_attention: if attention { lm_by_g } else { Vec::new() },
+        grid: points,
+        best,
+    })
+}
+
+/// What one streaming pass records per scored target.
+struct Pass {
+    /// `p_LM(y)`.
+    p_lm: Vec<f64>,
+    /// Per `θ`: `p_mem(y)`.
+    p_mem: Vec<Vec<f64>>,
+    /// Per `θ`: whether memory had an eligible entry.
+    present: Vec<Vec<bool>>,
+    /// The retrieval's best similarity (the same for every `θ`).
+    best_sim: Vec<f64>,
+}
+
+fn stream_pass(
+    model: &HippoFormer,
+    corpus: &Arc<TokenizedCorpus>,
+    opts: &EvalOptions,
+    grid: &CalibrationGrid,
+    config: &BatcherConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Pass> {
+    let batcher = StreamBatcher::new(corpus.clone(), config.clone())?;
     let variants: Vec<HippoFormer> = grid
         .score_scales
         .iter()
@@ -207,7 +347,7 @@ pub fn calibrate(
     let mut present: Vec<Vec<bool>> = vec![Vec::new(); n_theta];
     // Per scored target: the best similarity (the same for every θ).
     let mut best_sim: Vec<f64> = Vec::new();
-    let tokens_total = total_targets(&corpus);
+    let tokens_total = total_targets(corpus);
     for batch in batcher {
         let step = run.read(&batch)?;
         // The memory the segment was read against (before its own write).
@@ -257,56 +397,13 @@ pub fn calibrate(
             tokens_total,
         });
     }
-    let n = p_lm.len();
-    if n == 0 {
-        return Err(EvalError::Options(
-            "calibration found no target to score".into(),
-        ));
-    }
-    let lm_mean_nll = p_lm.iter().map(|p| -p.ln()).sum::<f64>() / n as f64;
-    let mut points = Vec::with_capacity(n_theta * grid.lambdas.len() * gates.len());
-    for (k, &theta) in grid.score_scales.iter().enumerate() {
-        for &lambda in &grid.lambdas {
-            let o = opening(lambda);
-            for &(slope, center) in &gates {
-                let total: f64 = (0..n)
-                    .map(|i| {
-                        let l = if present[k][i] {
-                            o * sigmoid(slope * (best_sim[i] - center))
-                        } else {
-                            0.0
-                        };
-                        -((1.0 - l) * p_lm[i] + l * p_mem[k][i]).ln()
-                    })
-                    .sum();
-                points.push(CalibrationPoint {
-                    score_scale: theta,
-                    lambda,
-                    gate_slope: slope,
-                    gate_center: center,
-                    mean_nll: total / n as f64,
-                });
-            }
-        }
-    }
-    let best = points
-        .iter()
-        .min_by(|a, b| a.mean_nll.total_cmp(&b.mean_nll))
-        .cloned()
-        .ok_or_else(|| EvalError::Options("empty calibration grid".into()))?;
-    let tokens_with_memory = present
-        .first()
-        .map_or(0, |p| p.iter().filter(|x| **x).count());
-    Ok(Calibration {
-        documents: corpus.docs.len(),
-        tokens: n,
-        tokens_with_memory,
-        lm_mean_nll,
-        grid: points,
-        best,
+    Ok(Pass {
+        p_lm,
+        p_mem,
+        present,
+        best_sim,
     })
 }
-
 /// The opening `o = 2λ` that makes a gate reading ½ give `λ`.
 fn opening(lambda: f64) -> f64 {
     (2.0 * lambda).min(f64::from(MAX_OPENING))
@@ -314,6 +411,32 @@ fn opening(lambda: f64) -> f64 {
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// The model's attention-path weight `g` (its first reading layer's; 0 with the path off).
+fn model_attention_weight(model: &HippoFormer) -> f64 {
+    let layers = hippo_model::model::attention_layers(&model.base, model.config.memory_attention);
+    layers
+        .first()
+        .and_then(|&l| {
+            model
+                .attention_weight
+                .val()
+                .into_data()
+                .iter::<f32>()
+                .nth(l)
+        })
+        .map_or(0.0, f64::from)
+}
+
+/// The model with every layer's attention-path weight at `g` (the layers the config names
+/// read it).
+fn with_attention_weight(mut model: HippoFormer, g: f64) -> HippoFormer {
+    let t = model.attention_weight.val();
+    let device = t.device();
+    let n = t.dims()[0];
+    model.attention_weight = Param::from_tensor(Tensor::full([n], g as f32, &device));
+    model
 }
 
 fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> HippoFormer {
@@ -327,6 +450,7 @@ fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> Hipp
 /// weights hold.
 pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
     let device = model.mix.opening.val().device();
+    let model = with_attention_weight(model, point.attention_weight);
     let mut model = with_score_scale(model, point.score_scale, &device);
     model.config.memory_score_scale = point.score_scale;
     let o = opening(point.lambda) as f32;

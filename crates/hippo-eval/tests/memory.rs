@@ -197,6 +197,7 @@ fn calibration_numbers_are_what_evaluation_of_the_calibrated_model_gives() {
         lambdas: vec![0.05, 0.3],
         gate_slopes: vec![0.0, 20.0],
         gate_centers: vec![0.5],
+        attention_weights: vec![],
     };
     let cal = calibrate(
         &fresh,

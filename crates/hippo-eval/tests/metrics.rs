@@ -131,6 +131,8 @@ fn buffer_priority_equals_a_hand_computation() {
         ),
         accepted_writes: Tensor::<1, Int>::zeros([2], &device),
         next_tokens: Tensor::<2, Int>::full([2, 4], hippo_memory::NO_NEXT_TOKEN, &device),
+        positions: Tensor::zeros([2, 4], &device),
+        payload: None,
     };
     let decay = 0.5;
     let eff: Vec<f64> = state

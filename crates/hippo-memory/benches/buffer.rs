@@ -78,6 +78,11 @@ fn fresh(state: &MemoryState) -> MemoryState {
         valid: Tensor::from_data(state.valid.to_data(), &device),
         accepted_writes: Tensor::from_data(state.accepted_writes.to_data(), &device),
         next_tokens: Tensor::from_data(state.next_tokens.to_data(), &device),
+        positions: Tensor::from_data(state.positions.to_data(), &device),
+        payload: state
+            .payload
+            .as_ref()
+            .map(|p| Tensor::from_data(p.to_data(), &device)),
     }
 }
 

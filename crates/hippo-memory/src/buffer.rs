@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, activation};
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData, activation};
 use serde::Serialize;
 
 use crate::config::{MemoryError, Scoring};
@@ -265,6 +265,23 @@ impl PriorityBuffer {
         importance: Tensor<2>,
         mask: Tensor<2, Bool>,
     ) -> Result<(MemoryState, WriteOutcome), MemoryError> {
+        self.write_entries(state, states, next_tokens, None, importance, mask)
+    }
+
+    /// [`write_with_next`](Self::write_with_next) that also stores a `payload` `[B, T, P]` with
+    /// each accepted token (e.g. the base model's attention keys and values of the token); a
+    /// state that holds payloads needs one at every write. Every entry's
+    /// [`positions`](MemoryState::positions) moves `T` back, the accepted tokens taking
+    /// `t − T` for position `t`, so positions count from the next segment.
+    pub fn write_entries(
+        &self,
+        state: MemoryState,
+        states: Tensor<3>,
+        next_tokens: Tensor<2, Int>,
+        payload: Option<Tensor<3>>,
+        importance: Tensor<2>,
+        mask: Tensor<2, Bool>,
+    ) -> Result<(MemoryState, WriteOutcome), MemoryError> {
         let [b, m, d] = self.check_state(&state, "PriorityBuffer::write state")?;
         let [bs, t, ds] = states.dims();
         if bs != b || ds != d {
@@ -295,6 +312,28 @@ impl PriorityBuffer {
                 &next_tokens.dims(),
             ));
         }
+        let payload = match (payload, &state.payload) {
+            (Some(p), held) => {
+                let [pb, pt, pw] = p.dims();
+                let held_w = held.as_ref().map(|h| h.dims()[2]).unwrap_or(pw);
+                if pb != b || pt != t || pw != held_w {
+                    return Err(shape_err(
+                        "PriorityBuffer::write payload",
+                        &[b, t, held_w],
+                        &[pb, pt, pw],
+                    ));
+                }
+                Some(p)
+            }
+            (None, Some(h)) => {
+                return Err(shape_err(
+                    "PriorityBuffer::write payload (the state holds payloads)",
+                    &[b, t, h.dims()[2]],
+                    &[],
+                ));
+            }
+            (None, None) => None,
+        };
         tracing::trace!(
             batch = b,
             tokens = t,
@@ -360,6 +399,60 @@ impl PriorityBuffer {
         // exactly as the rule above says. Only these rows are moved.
         let slots = filled.clone().reshape([b * m]).argwhere();
         let [moved, _] = slots.dims();
+        // Payloads and positions follow the same slots; a first payload starts from zeros.
+        let held_payload = payload.as_ref().map(|p| {
+            let w = p.dims()[2];
+            state
+                .payload
+                .clone()
+                .unwrap_or_else(|| Tensor::zeros([b, m, w], &device))
+        });
+        let token_pos: Vec<f32> = (0..b).flat_map(|_| (0..t).map(|i| i as f32)).collect();
+        let token_pos = Tensor::<1>::from_data(TensorData::new(token_pos, [b * t]), &device);
+        let (positions_out, payload_out) = if moved == 0 {
+            (state.positions.clone(), held_payload)
+        } else {
+            let slots = slots.clone().reshape([moved]);
+            let all = moved == b * t;
+            let tokens = (!all).then(|| {
+                accepted
+                    .clone()
+                    .reshape([b * t])
+                    .argwhere()
+                    .reshape([moved])
+            });
+            let pick = |x: Tensor<2>| match &tokens {
+                None => x,
+                Some(i) => x.select(0, i.clone()),
+            };
+            let positions = state
+                .positions
+                .clone()
+                .reshape([b * m])
+                .select_assign(
+                    0,
+                    slots.clone(),
+                    pick(token_pos.reshape([b * t, 1])).reshape([moved]),
+                    IndexingUpdateOp::Assign,
+                )
+                .reshape([b, m]);
+            let payload = held_payload.zip(payload.clone()).map(|(held, new)| {
+                let w = new.dims()[2];
+                held.reshape([b * m, w])
+                    .select_assign(
+                        0,
+                        slots.clone(),
+                        pick(new.detach().reshape([b * t, w])),
+                        IndexingUpdateOp::Assign,
+                    )
+                    .reshape([b, m, w])
+            });
+            (positions, payload)
+        };
+        let valid_out = keep_old.clone().bool_or(filled.clone());
+        let positions_out = positions_out
+            .sub_scalar(t as f32)
+            .mask_fill(valid_out.clone().bool_not(), 0.0);
         let (states_out, priorities_out, next_out) = if moved == 0 {
             (state.states, state.priorities, state.next_tokens)
         } else {
@@ -408,9 +501,11 @@ impl PriorityBuffer {
             states: states_out,
             priorities: priorities_out,
             ages: state.ages.mask_fill(filled.clone(), 0.0),
-            valid: keep_old.bool_or(filled.clone()),
+            valid: valid_out,
             accepted_writes: state.accepted_writes + n_accepted.clone(),
             next_tokens: next_out,
+            positions: positions_out,
+            payload: payload_out,
         };
         let outcome = WriteOutcome {
             accepted,

@@ -25,6 +25,13 @@ pub struct MemoryState {
     /// The token that followed each stored state in its document, `x_{i+1}` `[B, M]`
     /// ([`NO_NEXT_TOKEN`] in empty slots and for entries written without one).
     pub next_tokens: Tensor<2, Int>,
+    /// Each entry's position relative to the first position of the next segment to be read
+    /// `[B, M]`: `−1` for the last token of the segment written last, `−T − 1` for the last of
+    /// the one before (T tokens long), and so on (0 in empty slots). Writes keep it current.
+    pub positions: Tensor<2>,
+    /// A payload stored with each entry `[B, M, P]` (detached; zeros in empty slots), such as
+    /// the base model's attention keys and values of the token; `None` until a write gives one.
+    pub payload: Option<Tensor<3>>,
 }
 
 /// The `next_tokens` value of an entry whose next token is unknown (and of empty slots).
@@ -45,6 +52,8 @@ impl MemoryState {
             valid: Tensor::<2, Bool>::full([batch, capacity], false, device),
             accepted_writes: Tensor::zeros([batch], device),
             next_tokens: Tensor::full([batch, capacity], NO_NEXT_TOKEN, device),
+            positions: Tensor::zeros([batch, capacity], device),
+            payload: None,
         }
     }
 
@@ -81,8 +90,13 @@ impl MemoryState {
             priorities: self.priorities.mask_fill(rows2.clone(), 0.0),
             ages: self.ages.mask_fill(rows2.clone(), 0.0),
             valid: self.valid.bool_and(rows2.clone().bool_not()),
-            accepted_writes: self.accepted_writes.mask_fill(rows, 0),
-            next_tokens: self.next_tokens.mask_fill(rows2, NO_NEXT_TOKEN),
+            accepted_writes: self.accepted_writes.mask_fill(rows.clone(), 0),
+            next_tokens: self.next_tokens.mask_fill(rows2.clone(), NO_NEXT_TOKEN),
+            positions: self.positions.mask_fill(rows2, 0.0),
+            payload: self.payload.map(|p| {
+                let w = p.dims()[2];
+                p.mask_fill(rows.reshape([b, 1, 1]).expand([b, m, w]), 0.0)
+            }),
         })
     }
 
@@ -94,6 +108,8 @@ impl MemoryState {
             states: self.states.detach(),
             priorities: self.priorities.detach(),
             ages: self.ages.detach(),
+            positions: self.positions.detach(),
+            payload: self.payload.map(Tensor::detach),
             ..self
         }
     }
@@ -131,6 +147,8 @@ impl MemoryState {
             valid: take(&self.valid, &rows, device),
             accepted_writes: take(&self.accepted_writes, &rows, device),
             next_tokens: take(&self.next_tokens, &rows, device),
+            positions: take(&self.positions, &rows, device),
+            payload: self.payload.as_ref().map(|p| take(p, &rows, device)),
         }
     }
 
@@ -157,7 +175,27 @@ impl MemoryState {
             valid: join(parts, |p| &p.valid, device),
             accepted_writes: join(parts, |p| &p.accepted_writes, device),
             next_tokens: join(parts, |p| &p.next_tokens, device),
+            positions: join(parts, |p| &p.positions, device),
+            payload: Self::join_payloads(parts, device),
         }
+    }
+
+    /// The parts' payloads joined by row; a part without one contributes zeros (all `None`:
+    /// `None`).
+    fn join_payloads(parts: &[Self], device: &Device) -> Option<Tensor<3>> {
+        let width = parts
+            .iter()
+            .find_map(|p| p.payload.as_ref().map(|t| t.dims()[2]))?;
+        Some(Tensor::cat(
+            parts
+                .iter()
+                .map(|p| match &p.payload {
+                    Some(t) => t.clone().to_device(device),
+                    None => Tensor::zeros([p.batch_size(), p.capacity(), width], device),
+                })
+                .collect(),
+            0,
+        ))
     }
 
     /// Effective priorities `P·d^age` `[B, M]`, 0 in empty slots.

@@ -1004,3 +1004,81 @@ fn soft_top_k_is_differentiable() {
     }
     assert!(g.iter().any(|x| *x < 0.0) && g.iter().any(|x| *x > 0.0));
 }
+
+/// Positions and payloads follow their entries: each write moves every position back by the
+/// segment's length, the accepted tokens take `t − T`, an evicted entry's payload is replaced by
+/// the newcomer's, reset clears both, and splitting and rejoining keeps them. A state that
+/// holds payloads refuses a write without one.
+#[test]
+fn positions_and_payloads_follow_their_entries_through_writes_and_eviction() {
+    let device = device();
+    let buffer = small_buffer(3, 1, 1);
+    let state = buffer.empty_state(1, &device);
+    let next = |t: usize| {
+        Tensor::<2, burn::tensor::Int>::full([1, t], hippo_memory::NO_NEXT_TOKEN, &device)
+    };
+    let write = |state, imp: &[f64], payload: &[f64]| {
+        let t = imp.len();
+        buffer
+            .write_entries(
+                state,
+                tensor3(&vec![0.0; t], [1, t, 1], &device),
+                next(t),
+                Some(tensor3(payload, [1, t, 2], &device)),
+                tensor2(imp, [1, t], &device),
+                mask2(&vec![true; t], [1, t], &device),
+            )
+            .expect("write")
+    };
+    // Segment 1 (T = 4): tokens 1 and 3 kept at positions 1 − 4 and 3 − 4.
+    let (state, _) = write(
+        state,
+        &[0.5, 3.0, 0.5, 2.0],
+        &[0.0, 0.0, 1.0, 1.5, 2.0, 2.0, 3.0, 3.5],
+    );
+    let entries = |s: &MemoryState| {
+        let pos = host(&s.positions);
+        let pay = host(s.payload.as_ref().expect("payload"));
+        let valid = host_bool(&s.valid);
+        let mut e: Vec<(f64, f64, f64)> = (0..3)
+            .filter(|&i| valid[i])
+            .map(|i| (pos[i], pay[2 * i], pay[2 * i + 1]))
+            .collect();
+        e.sort_by(|a, b| a.0.total_cmp(&b.0));
+        e
+    };
+    assert_eq!(entries(&state), vec![(-3.0, 1.0, 1.5), (-1.0, 3.0, 3.5)]);
+    // Empty slots hold position 0 and a zero payload.
+    let valid = host_bool(&state.valid);
+    let empty = valid.iter().position(|v| !v).expect("an empty slot");
+    assert_eq!(host(&state.positions)[empty], 0.0);
+    // Segment 2 (T = 2): both tokens accepted; the 2.0 entry (eff 1.96 after ageing) is
+    // evicted by the 4.0 token, the empty slot takes the 5.0 one.
+    let state = buffer.age(state);
+    let (state, out) = write(state, &[4.0, 5.0], &[7.0, 7.5, 8.0, 8.5]);
+    assert_eq!(host_bool(&out.evicted).iter().filter(|e| **e).count(), 1);
+    assert_eq!(
+        entries(&state),
+        vec![(-5.0, 1.0, 1.5), (-2.0, 7.0, 7.5), (-1.0, 8.0, 8.5)]
+    );
+    // Split and rejoin, reset.
+    let two = MemoryState::cat(&[state.clone(), state.clone()], &device);
+    let back = two.rows(1..2, &device);
+    assert_eq!(entries(&back), entries(&state));
+    let cleared = two.reset_row_indices(&[0]).expect("reset");
+    let p = host(cleared.payload.as_ref().expect("payload"));
+    assert!(p[..6].iter().all(|x| *x == 0.0), "{p:?}");
+    assert!(host(&cleared.positions)[..3].iter().all(|x| *x == 0.0));
+    assert_eq!(entries(&cleared.rows(1..2, &device)), entries(&state));
+    // A write without a payload into a state that holds them is refused.
+    let err = buffer
+        .write_with_next(
+            state,
+            tensor3(&[0.0], [1, 1, 1], &device),
+            next(1),
+            tensor2(&[3.0], [1, 1], &device),
+            mask2(&[true], [1, 1], &device),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MemoryError::Shape { .. }), "{err:?}");
+}

@@ -49,7 +49,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const META_FILE: &str = "meta.json";
 
 /// Regex of the parameter paths a checkpoint holds when the base is frozen.
-pub const TRAINABLE_REGEX: &str = r"^(gate|drift|memory|fusion|mix)\.|\.lora\.(a|b)$";
+pub const TRAINABLE_REGEX: &str =
+    r"^(gate|drift|memory|fusion|mix)\.|^attention_weight$|\.lora\.(a|b)$";
 /// Regex of the LoRA factors.
 pub const LORA_REGEX: &str = r"\.lora\.(a|b)$";
 /// The drift calibrator's affine correction `A`, `b` (see [`drift_group`]).

@@ -78,6 +78,20 @@ impl FusionSpace {
     }
 }
 
+/// Which layers of the base model read the memory's stored attention keys and values (the
+/// attention path: memory as extra context, as in Memorizing Transformers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryAttention {
+    /// None: memory enters only through the fusion spaces.
+    Off,
+    /// The full-attention (global) layers: each entry stores their keys and values.
+    Global,
+    /// Every layer; a sliding layer reads only entries inside its window.
+    #[default]
+    All,
+}
+
 pub use hippo_memory::Scoring as MemoryScoring;
 
 /// Upper bound of `buffer_size` and `n_anchors` (slots and anchors per stream).
@@ -166,6 +180,11 @@ pub struct HippoFormerConfig {
     pub memory_value: MemoryValue,
     /// Where memory enters the prediction.
     pub fusion_space: FusionSpace,
+    /// Which base layers also attend to the stored keys and values of memory's entries (each
+    /// entry then stores them; see [`MemoryAttention`]). An entry's weight `g_l` in layer `l`'s
+    /// softmax is a parameter ([`crate::HippoFormer::attention_weight`]), 0 at init (the path
+    /// closed, exactly the base) and set by `cargo xtask calibrate`.
+    pub memory_attention: MemoryAttention,
     /// How memory queries are compared with stored keys (`cosine`: query and key projections
     /// at the identity, so retrieval works before training).
     pub memory_scoring: MemoryScoring,
@@ -225,6 +244,7 @@ impl Default for HippoFormerConfig {
             fusion: true,
             memory_value: MemoryValue::NextToken,
             fusion_space: FusionSpace::Probability,
+            memory_attention: MemoryAttention::All,
             memory_scoring: MemoryScoring::Cosine,
             memory_score_scale: 40.0,
             usefulness_weight: 1.0,
@@ -434,7 +454,9 @@ impl HippoFormerConfig {
     }
 
     /// This config with each ablation applied, by name: salience off, random salience, memory
-    /// off, drift off, fusion off, each fusion space, hidden-state values. The causality audit and the tests iterate over these.
+    /// off, drift off, fusion off, each fusion space, hidden-state values, the attention path
+    /// switched (on where the config has it off, off otherwise). The causality audit and the
+    /// tests iterate over these.
     pub fn ablations(&self) -> Vec<(&'static str, Self)> {
         vec![
             (
@@ -495,6 +517,29 @@ impl HippoFormerConfig {
                         FusionSpace::Both
                     },
                     memory_value: MemoryValue::Hidden,
+                    ..self.clone()
+                },
+            ),
+            match self.memory_attention {
+                MemoryAttention::Off => (
+                    "memory_attention_all",
+                    Self {
+                        memory_attention: MemoryAttention::All,
+                        ..self.clone()
+                    },
+                ),
+                _ => (
+                    "memory_attention_off",
+                    Self {
+                        memory_attention: MemoryAttention::Off,
+                        ..self.clone()
+                    },
+                ),
+            },
+            (
+                "memory_attention_global",
+                Self {
+                    memory_attention: MemoryAttention::Global,
                     ..self.clone()
                 },
             ),

@@ -87,6 +87,8 @@ struct SegmentReader<'a> {
     bos: Option<u32>,
     cache: KvCache,
     hidden: Option<Tensor<3>>,
+    /// The attention path's payload of the positions `hidden` holds.
+    payload: Option<Tensor<3>>,
     state: MemoryState,
     committed: usize,
 }
@@ -101,38 +103,41 @@ impl SegmentReader<'_> {
     /// them without the cache), then the HippoFormer modules on the whole segment.
     fn read(&mut self) -> Result<SegmentOutput> {
         let n = self.ids.len();
-        let base_hidden = if self.use_cache {
+        let cat = |a: Option<Tensor<3>>, b: Option<Tensor<3>>| match (a, b) {
+            (Some(a), Some(b)) => Some(Tensor::cat(vec![a, b], 1)),
+            (a, b) => a.or(b),
+        };
+        let (base_hidden, payload) = if self.use_cache {
             let done = self.hidden.as_ref().map_or(0, |h| h.dims()[1]);
-            let all = if done < n {
-                let new = self.model.base.hidden_states(
+            if done < n {
+                let (new, new_payload) = self.model.base_states(
                     ids_tensor(&self.ids[done..], &self.device),
                     Some(&mut self.cache),
-                );
-                match self.hidden.take() {
-                    Some(h) => Tensor::cat(vec![h, new], 1),
-                    None => new,
-                }
-            } else {
-                self.hidden.take().ok_or_else(|| {
-                    HippoError::InvalidInput("an empty segment cannot be read".into())
-                })?
-            };
-            self.hidden = Some(all.clone());
-            all
+                    &self.state,
+                )?;
+                self.hidden = cat(self.hidden.take(), Some(new));
+                self.payload = cat(self.payload.take(), new_payload);
+            }
+            let hidden = self.hidden.clone().ok_or_else(|| {
+                HippoError::InvalidInput("an empty segment cannot be read".into())
+            })?;
+            (hidden, self.payload.clone())
         } else {
             self.model
-                .base
-                .hidden_states(ids_tensor(&self.ids, &self.device), None)
+                .base_states(ids_tensor(&self.ids, &self.device), None, &self.state)?
         };
         let valid =
             Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n], [1, n]), &self.device);
-        self.model.forward_from_base(
+        let mut out = self.model.forward_from_base(
             ids_tensor(&self.ids, &self.device),
             valid,
             base_hidden,
             &self.state,
             LogitPositions::Last,
-        )
+        )?;
+        out.attention_payload = payload;
+        out.attention_read = self.model.reads_attention(&self.state)?;
+        Ok(out)
     }
 
     /// Commits the segment just read (`out`) and starts a new one.
@@ -143,6 +148,7 @@ impl SegmentReader<'_> {
         self.ids.extend(self.bos);
         self.cache.reset();
         self.hidden = None;
+        self.payload = None;
         self.committed += 1;
         Ok(())
     }
@@ -198,6 +204,7 @@ pub fn generate(
         bos: layout.bos,
         cache: model.base.new_cache(),
         hidden: None,
+        payload: None,
         state,
         committed: 0,
     };

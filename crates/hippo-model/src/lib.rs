@@ -83,7 +83,8 @@ pub mod params;
 pub mod stream;
 
 pub use config::{
-    FusionSpace, HippoFormerConfig, MemoryScoring, MemoryValue, QueryMode, SalienceMode,
+    FusionSpace, HippoFormerConfig, MemoryAttention, MemoryScoring, MemoryValue, QueryMode,
+    SalienceMode,
 };
 pub use error::{HippoError, Result};
 pub use fusion::{OutputFusion, ProbabilityMix};

@@ -6,18 +6,18 @@
 //! holds only earlier segments when a segment is read, and an evaluation that does not commit
 //! changes nothing.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::tensor::{Bool, DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use hippo_data::seed::splitmix64;
 use hippo_drift::{DriftCalibrator, DriftCalibratorConfig, DriftOutput};
-use hippo_gemma::Gemma;
 use hippo_gemma::lora::{self, LoraSettings};
+use hippo_gemma::{Gemma, KvCache, LayerKeysValues, LayerMemory, LayerType};
 use hippo_memory::{
     MemoryState, NO_NEXT_TOKEN, PriorityBuffer, PriorityBufferConfig, Retrieval, WriteOutcome,
 };
 use hippo_salience::{SalienceGate, SalienceGateConfig, SalienceOutput};
 
-use crate::config::{HippoFormerConfig, MemoryValue, QueryMode, SalienceMode};
+use crate::config::{HippoFormerConfig, MemoryAttention, MemoryValue, QueryMode, SalienceMode};
 use crate::error::{HippoError, Result};
 use crate::fusion::{OutputFusion, ProbabilityMix};
 
@@ -36,6 +36,11 @@ pub struct HippoFormer {
     pub fusion: OutputFusion,
     /// The probability-space mixture's gate and opening.
     pub mix: ProbabilityMix,
+    /// The attention path's weight `g_l ≥ 0` of a memory entry in layer `l`'s softmax (its
+    /// score gets `+ ln g_l`), one per base layer `[L]`, read by the layers
+    /// [`HippoFormerConfig::memory_attention`] names. 0 at init: the path is closed (skipped,
+    /// so exactly the base); 1 reads an entry as if it were in context.
+    pub attention_weight: Param<Tensor<1>>,
     /// The configuration.
     #[module(skip)]
     pub config: HippoFormerConfig,
@@ -100,6 +105,13 @@ pub struct SegmentOutput {
     pub drift: Option<DriftOutput>,
     /// Real tokens `[B, T]`.
     pub valid: Tensor<2, Bool>,
+    /// With the attention path: the reading layers' keys (before RoPE) and values at every
+    /// position `[B, T, P]`, what [`HippoFormer::commit`] stores with each entry.
+    pub attention_payload: Option<Tensor<3>>,
+    /// Whether the base read memory's keys and values (an open attention path and a stored
+    /// entry): then `base_hidden` is not the memory-off base's, and
+    /// [`HippoFormer::memory_off_logits`] runs a base pass of its own.
+    pub attention_read: bool,
 }
 
 /// The loss terms of one segment, each a scalar `[1]`, and their weighted sum.
@@ -174,6 +186,8 @@ impl HippoFormer {
             .try_init(device)?;
         let fusion = OutputFusion::new(d, config.fusion_n_heads, config.fusion_dropout, device);
         let mix = ProbabilityMix::new(d, device);
+        let attention_weight =
+            Param::from_tensor(Tensor::zeros([base.config().num_layers], device));
         let model = Self {
             base,
             gate,
@@ -181,6 +195,7 @@ impl HippoFormer {
             memory,
             fusion,
             mix,
+            attention_weight,
             config,
         };
         tracing::info!("HippoFormer parameters:\n{}", model.parameter_report());
@@ -307,8 +322,117 @@ impl HippoFormer {
         state: &MemoryState,
     ) -> Result<SegmentOutput> {
         self.check_segment(&ids, &valid, state)?;
-        let base_hidden = self.base.hidden_states(ids.clone(), None);
-        self.forward_from_base(ids, valid, base_hidden, state, LogitPositions::All)
+        let (base_hidden, payload) = self.base_states(ids.clone(), None, state)?;
+        let mut out =
+            self.forward_from_base(ids, valid, base_hidden, state, LogitPositions::All)?;
+        out.attention_read = self.reads_attention(state)?;
+        out.attention_payload = payload;
+        Ok(out)
+    }
+
+    /// Whether reading a segment with `state` goes through the attention path: memory on, a
+    /// reading layer open (`g_l > 0`) and an entry stored with its keys and values.
+    pub fn reads_attention(&self, state: &MemoryState) -> Result<bool> {
+        let layers = attention_layers(&self.base, self.config.memory_attention);
+        if !self.config.memory || layers.is_empty() || state.payload.is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .attention_memory(state, &layers)?
+            .iter()
+            .any(Option::is_some))
+    }
+
+    /// The base model's final hidden states `[B, T, D]` of a segment read with `state`'s
+    /// memory: with the attention path on, the reading layers also attend to the stored keys
+    /// and values of every eligible entry (see [`HippoFormer::attention_memory`]), and the
+    /// second value is this segment's payload `[B, T, P]` for [`HippoFormer::commit`]. With a
+    /// `cache`, `ids` continue the segment the cache holds (positions from its length).
+    pub fn base_states(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+        state: &MemoryState,
+    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
+        let layers = attention_layers(&self.base, self.config.memory_attention);
+        if !self.config.memory || layers.is_empty() {
+            return Ok((self.base.hidden_states(ids, cache), None));
+        }
+        let memory = self.attention_memory(state, &layers)?;
+        let (hidden, read) = self.base.hidden_states_with_memory(ids, cache, &memory);
+        let payload = layers
+            .iter()
+            .flat_map(|&l| {
+                let LayerKeysValues { keys, values } = &read[l];
+                [keys.clone(), values.clone()]
+            })
+            .map(|x| {
+                let [b, kvh, t, hd] = x.dims();
+                x.swap_dims(1, 2).reshape([b, t, kvh * hd])
+            })
+            .collect::<Vec<_>>();
+        Ok((hidden, Some(Tensor::cat(payload, 2).detach())))
+    }
+
+    /// What each base layer reads from `state` on the attention path: for the reading
+    /// `layers`, the stored keys and values at their positions, with score bias `ln g_l` on
+    /// the entries replay could read too (occupied, effective priority above the threshold)
+    /// and `−∞` elsewhere; `None` for the other layers and for a layer whose `g_l` is 0 (so a
+    /// closed path is exactly the base). Empty while no entry holds a payload.
+    pub fn attention_memory(
+        &self,
+        state: &MemoryState,
+        layers: &[usize],
+    ) -> Result<Vec<Option<LayerMemory>>> {
+        let Some(payload) = &state.payload else {
+            return Ok(Vec::new());
+        };
+        let weight = &self.attention_weight;
+        let c = self.base.config();
+        let (kvh, hd) = (c.num_kv_heads, c.head_dim);
+        let [b, m, p] = payload.dims();
+        if p != layers.len() * 2 * kvh * hd {
+            return Err(HippoError::InvalidInput(format!(
+                "the memory's payload is {p} wide; the attention path over {} layers of \
+                 {kvh}×{hd} keys and values needs {}",
+                layers.len(),
+                layers.len() * 2 * kvh * hd
+            )));
+        }
+        let g: Vec<f32> = weight
+            .val()
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| HippoError::InvalidInput(format!("attention weights: {e:?}")))?;
+        let eligible = state
+            .effective_priorities(self.config.decay_rate)
+            .greater_elem(self.config.priority_threshold)
+            .bool_and(state.valid.clone());
+        let blocked = eligible.bool_not();
+        let width = kvh * hd;
+        let heads = |x: Tensor<3>| x.reshape([b, m, kvh, hd]).swap_dims(1, 2);
+        let mut out = vec![None; c.num_layers];
+        for (i, &l) in layers.iter().enumerate() {
+            if g.get(l).is_none_or(|&g| g <= 0.0) {
+                continue;
+            }
+            let ln_g = weight
+                .val()
+                .slice(l..l + 1)
+                .clamp_min(1e-12)
+                .log()
+                .reshape([1, 1])
+                .expand([b, m]);
+            let at = |j: usize| payload.clone().slice_dim(2, j * width..(j + 1) * width);
+            out[l] = Some(LayerMemory {
+                keys: heads(at(2 * i)),
+                values: heads(at(2 * i + 1)),
+                positions: state.positions.clone(),
+                bias: ln_g.mask_fill(blocked.clone(), f32::NEG_INFINITY),
+            });
+        }
+        Ok(out)
     }
 
     fn check_segment(
@@ -441,6 +565,8 @@ impl HippoFormer {
             salience,
             drift,
             valid,
+            attention_payload: None,
+            attention_read: false,
         })
     }
 
@@ -460,10 +586,19 @@ impl HippoFormer {
             return Ok((state, None));
         }
         let (next, writable) = self.next_tokens(&segment.ids, &segment.valid);
-        let (state, outcome) = self.memory.write_with_next(
+        let needs_payload = !attention_layers(&self.base, self.config.memory_attention).is_empty();
+        if needs_payload && segment.attention_payload.is_none() {
+            return Err(HippoError::InvalidInput(
+                "the attention path stores each entry's keys and values, and this segment's \
+                 output has none (read it with HippoFormer::forward or base_states)"
+                    .into(),
+            ));
+        }
+        let (state, outcome) = self.memory.write_entries(
             state,
             segment.hidden.clone().detach(),
             next,
+            segment.attention_payload.clone(),
             segment.salience.importance.clone().detach(),
             writable,
         )?;
@@ -584,7 +719,7 @@ impl HippoFormer {
             .reshape([b, t]);
         let lse = match (
             &out.mixture,
-            self.config.memory && self.config.fusion_space.hidden(),
+            (self.config.memory && self.config.fusion_space.hidden()) || out.attention_read,
         ) {
             (Some(mix), false) => mix.lm_lse.clone(),
             _ => log_sum_exp(logits),
@@ -593,9 +728,29 @@ impl HippoFormer {
     }
 
     /// The logits the same model gives with memory off (the `memory_off` scorer), reusing this
-    /// forward's base pass: without the hidden path they are [`SegmentOutput::lm_logits`] (no
-    /// extra work); with it, the LM head of the drift-corrected states.
+    /// forward's base pass where it can: without the hidden path they are
+    /// [`SegmentOutput::lm_logits`] (no extra work); with it, the LM head of the
+    /// drift-corrected states. Where the base read memory ([`SegmentOutput::attention_read`]),
+    /// its states are memory's too: a base pass without memory, then drift and the LM head.
     pub fn memory_off_logits(&self, out: &SegmentOutput) -> Tensor<3> {
+        if out.attention_read {
+            let [_, tl, _] = out.lm_logits.dims();
+            let t = out.ids.dims()[1];
+            let h = self.base.hidden_states(out.ids.clone(), None);
+            // `h` and `valid` are `[B, T, D]` and `[B, T]` of the same segment, the only shapes
+            // the calibrator checks, so its forward cannot fail here.
+            let h = match self.config.drift {
+                true => match self.drift.forward(h.clone(), out.valid.clone()) {
+                    Ok(d) => d.corrected,
+                    Err(e) => {
+                        tracing::error!("memory-off drift correction: {e}");
+                        h
+                    }
+                },
+                false => h,
+            };
+            return self.base.lm_head(h.slice_dim(1, t - tl..t));
+        }
         if self.config.memory && self.config.fusion_space.hidden() {
             let [_, tl, _] = out.lm_logits.dims();
             let t = out.hidden.dims()[1];
@@ -781,5 +936,17 @@ impl SegmentOutput {
             Some(mix) => mix_logits(self.lm_logits.clone(), mix),
             None => self.lm_logits.clone(),
         }
+    }
+}
+
+/// The base layers that read memory on the attention path `mode`, in order.
+pub fn attention_layers(base: &Gemma, mode: MemoryAttention) -> Vec<usize> {
+    let types = &base.config().layer_types;
+    match mode {
+        MemoryAttention::Off => Vec::new(),
+        MemoryAttention::All => (0..types.len()).collect(),
+        MemoryAttention::Global => (0..types.len())
+            .filter(|&l| types[l] == LayerType::Full)
+            .collect(),
     }
 }

@@ -4,7 +4,8 @@
 //! Every tensor the module tree holds is counted once, in one row and one column:
 //!
 //! * rows: `base` (the Gemma weights, LoRA factors excluded), `lora` (the factors
-//!   `….lora.a` / `….lora.b`), `gate`, `drift`, `memory`, `fusion` (the hidden-space path),
+//!   `….lora.a` / `….lora.b`), `gate`, `drift`, `memory` (with the attention path's weights),
+//!   `fusion` (the hidden-space path),
 //!   `mix` (the probability-space path's gate and opening);
 //! * columns: `trainable` (updated by training under this config), `frozen` (the base when it is
 //!   frozen), `inactive` (a module switched off by an ablation: its parameters exist but are not
@@ -203,6 +204,11 @@ impl HippoFormer {
                 ("memory", on(c.memory && hidden))
             }
             "memory" => ("memory", on(c.memory)),
+            // The attention path's per-layer weight `g` belongs to the memory's read.
+            "attention_weight" => (
+                "memory",
+                on(c.memory && c.memory_attention != crate::config::MemoryAttention::Off),
+            ),
             "fusion" if path == "fusion.alpha" => ("fusion", on(c.memory && hidden)),
             "fusion" => ("fusion", on(c.memory && hidden && c.fusion)),
             "mix" if path == "mix.opening" => ("mix", on(c.memory && probability)),

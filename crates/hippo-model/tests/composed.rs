@@ -129,3 +129,134 @@ fn config_files_are_strict() {
     .to_string();
     assert!(e.contains("fusion_n_heads"), "{e}");
 }
+
+/// The attention path: after one committed segment, with every layer open (`g = 1`), the base
+/// reads the next segment attending to exactly the stored keys and values of the written
+/// positions (1..T−1: not BOS, not the last) at their positions before the segment, with score
+/// bias `ln 1 = 0`; the hippo_gemma computation of that memory gives the same hidden states.
+/// Closed (`g = 0`, the init) it is the base; `global` stores the global layers only.
+#[test]
+fn the_attention_path_reads_stored_keys_and_values_at_their_positions() {
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    use hippo_gemma::LayerMemory;
+    use hippo_model::{MemoryAttention, SalienceMode};
+    let base = base();
+    let t = 8;
+    let rows = stream(2, 2 * t, 3);
+    for mode in [MemoryAttention::All, MemoryAttention::Global] {
+        let cfg = small(HippoFormerConfig {
+            memory_attention: mode,
+            salience: SalienceMode::Off,
+            ..HippoFormerConfig::default()
+        });
+        let mut model = HippoFormer::new(base.clone(), cfg, &device()).unwrap();
+        let layers = hippo_model::model::attention_layers(&model.base, mode);
+        let n_layers = model.base.config().num_layers;
+        let global = model
+            .base
+            .config()
+            .layer_types
+            .iter()
+            .filter(|t| **t == hippo_gemma::LayerType::Full)
+            .count();
+        assert!(
+            global > 0 && global < n_layers,
+            "the fixture mixes layer types"
+        );
+        let want = if mode == MemoryAttention::All {
+            n_layers
+        } else {
+            global
+        };
+        assert_eq!(layers.len(), want);
+        let (ids1, valid1) = tensors(&rows, 0, t);
+        let (ids2, valid2) = tensors(&rows, t, 2 * t);
+        let state = model.empty_state(2, &device());
+        let (_, state) = model.step(ids1.clone(), valid1, state).unwrap();
+        let kvh = model.base.config().num_kv_heads;
+        let hd = model.base.config().head_dim;
+        let payload = state.payload.clone().expect("the path stores a payload");
+        assert_eq!(payload.dims()[2], layers.len() * 2 * kvh * hd);
+        // Closed at init: the base's own states.
+        let closed = model.forward(ids2.clone(), valid2.clone(), &state).unwrap();
+        let alone = to_vec(base.hidden_states(ids2.clone(), None));
+        assert_eq!(to_vec(closed.base_hidden.clone()), alone);
+
+        model.attention_weight = Param::from_tensor(Tensor::ones([n_layers], &device()));
+        let open = model.forward(ids2.clone(), valid2, &state).unwrap();
+        let (_, read) = base.hidden_states_with_memory(ids1, None, &[]);
+        let written = 1..t - 1;
+        let n = written.len();
+        let positions: Vec<f32> = (0..2)
+            .flat_map(|_| written.clone().map(|i| i as f32 - t as f32))
+            .collect();
+        let memory: Vec<Option<LayerMemory>> = (0..n_layers)
+            .map(|l| {
+                layers.contains(&l).then(|| LayerMemory {
+                    keys: read[l].keys.clone().slice_dim(2, written.clone()),
+                    values: read[l].values.clone().slice_dim(2, written.clone()),
+                    positions: Tensor::from_data(
+                        TensorData::new(positions.clone(), [2, n]),
+                        &device(),
+                    ),
+                    bias: Tensor::zeros([2, n], &device()),
+                })
+            })
+            .collect();
+        let (want, _) = base.hidden_states_with_memory(ids2.clone(), None, &memory);
+        let want = to_vec(want);
+        let got = to_vec(open.base_hidden.clone());
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "{mode:?}: attention path vs hand-built memory: {diff}"
+        );
+        let moved = got
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            moved > 1e-3,
+            "{mode:?}: the open path changed nothing ({moved})"
+        );
+        // Memory off is the base without memory's keys and values too (fresh modules: the base).
+        assert!(open.attention_read && !closed.attention_read);
+        let off = to_vec(model.memory_off_logits(&open));
+        let base_logits = to_vec(base.forward(ids2.clone(), None).logits);
+        let diff = off
+            .iter()
+            .zip(&base_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "{mode:?}: memory-off logits vs the base: {diff}"
+        );
+    }
+}
+
+/// A segment with no committed entries has no payload to read, and a write without a payload
+/// into a state that holds them is refused.
+#[test]
+fn the_attention_path_needs_a_payload_at_every_commit() {
+    use hippo_model::MemoryAttention;
+    let cfg = small(HippoFormerConfig {
+        memory_attention: MemoryAttention::All,
+        ..HippoFormerConfig::default()
+    });
+    let model = HippoFormer::new(base(), cfg, &device()).unwrap();
+    let rows = stream(1, 16, 1);
+    let (ids, valid) = tensors(&rows, 0, 8);
+    let state = model.empty_state(1, &device());
+    let mut out = model.forward(ids, valid, &state).unwrap();
+    assert!(out.attention_payload.is_some());
+    out.attention_payload = None;
+    let err = model.commit(state, &out).unwrap_err().to_string();
+    assert!(err.contains("keys and values"), "{err}");
+}

@@ -494,3 +494,42 @@ fn bare_base_greedy_with_the_cache_equals_greedy_without_it() {
         base.config().max_position_embeddings
     );
 }
+
+/// The attention path open in every layer: generation with the KV cache reads the stored keys
+/// and values exactly as without it (the same sampled text, the same memory and payload), and
+/// the path changes the text.
+#[test]
+fn the_kv_cache_equals_no_cache_with_the_attention_path_open() {
+    let open = |g: f32| {
+        let m = model_with(true);
+        let cfg = HippoFormerConfig {
+            memory_attention: hippo_model::MemoryAttention::All,
+            ..m.config.clone()
+        };
+        let n = m.base.config().num_layers;
+        let dev = device();
+        HippoFormer {
+            config: cfg,
+            attention_weight: Param::from_tensor(Tensor::full([n], g, &dev)),
+            ..m
+        }
+    };
+    let model = open(1.0);
+    let p = prompt(11);
+    let cached = run(&model, &p, &options(30, sampled(9), true));
+    let uncached = run(&model, &p, &options(30, sampled(9), false));
+    assert_eq!(cached.tokens, uncached.tokens);
+    assert_eq!(cached.segments_committed, 5);
+    let payload = |g: &HippoGeneration| g.state.payload.clone().expect("a payload is stored");
+    let diff = payload(&cached)
+        .sub(payload(&uncached))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(diff < 1e-4, "stored keys and values differ by {diff}");
+    let closed = run(&open(0.0), &p, &options(30, sampled(9), true));
+    assert_ne!(
+        closed.tokens, cached.tokens,
+        "the attention path had no effect"
+    );
+}

@@ -98,10 +98,12 @@ fn every_hippoformer_tensor_is_imported_and_the_rest_is_named() {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    // The opening, the learned score scale and the probability mixture are this project's.
+    // The opening, the learned score scale, the probability mixture and the attention path
+    // are this project's.
     assert_eq!(
         no_counterpart,
         [
+            "attention_weight",
             "fusion.alpha",
             "memory.log_score_scale",
             "mix.gate.bias",
@@ -486,7 +488,8 @@ fn expected(cfg: &HippoFormerConfig, g: &hippo_gemma::GemmaConfig) -> Expected {
         gate,
         drift: d * d + d,
         drift_state: cfg.n_anchors * d + cfg.n_anchors + 2 * d,
-        memory: 3 * lin(d, d) + d * d + 1,
+        // Projections, consolidation, ln θ and the attention path's weight per layer.
+        memory: 3 * lin(d, d) + d * d + 1 + g.num_layers,
         fusion: 4 * lin(d, d) + lin(2 * d, d) + lin(d, d) + 2 * d + 1,
         mix: lin(d + 2, 1) + 1,
     }

@@ -167,3 +167,33 @@ fn write_atomic_replaces_the_file_whole() {
     let e = integrity::write_atomic(&bad, b"x").unwrap_err().to_string();
     assert!(e.contains("no-such-dir"), "{e}");
 }
+
+/// A checkpoint holds the attention path's weights: a calibrated `g` survives save and load.
+#[test]
+fn the_attention_path_weights_round_trip_through_a_checkpoint() {
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = HippoFormer::new(base(), small(HippoFormerConfig::default()), &device()).unwrap();
+    let n = m.base.config().num_layers;
+    let g: Vec<f32> = (0..n).map(|l| 0.5 + l as f32).collect();
+    m.attention_weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(g.clone(), [n]),
+        &device(),
+    ));
+    let names: Vec<String> = checkpoint::checkpoint_tensors(&m)
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(names.iter().any(|p| p == "attention_weight"), "{names:?}");
+    checkpoint::save(&m, dir.path(), 1, &BaseRef::of(&base_dir()).unwrap()).unwrap();
+    let (back, _) = checkpoint::load(base(), &base_dir(), dir.path(), &device()).unwrap();
+    let got: Vec<f32> = back
+        .attention_weight
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert_eq!(got, g);
+}

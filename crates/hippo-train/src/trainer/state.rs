@@ -263,8 +263,8 @@ fn f32_bytes(t: TensorData) -> Result<Vec<u8>, String> {
     Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
-/// Saves a memory state bit-exactly (f32 states, priorities and ages; u8 validity; i64 write
-/// counts and stored next tokens).
+/// Saves a memory state bit-exactly (f32 states, priorities, ages, positions and any payload;
+/// u8 validity; i64 write counts and stored next tokens).
 pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
     let err = |m: String| ck(path, format!("saving the memory state: {m}"));
     let [b, m, d] = state.states.dims();
@@ -286,6 +286,11 @@ pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
         .iter::<i64>()
         .flat_map(|x| x.to_le_bytes())
         .collect();
+    let positions = f32_bytes(state.positions.to_data()).map_err(err)?;
+    let payload = match &state.payload {
+        Some(p) => Some((p.dims(), f32_bytes(p.to_data()).map_err(err)?)),
+        None => None,
+    };
     fn view<'a>(
         path: &Path,
         dtype: Dtype,
@@ -304,7 +309,12 @@ pub fn save_memory(state: &MemoryState, path: &Path) -> Result<(), TrainError> {
         ("valid", view(path, Dtype::U8, vec![b, m], &valid)?),
         ("accepted_writes", view(path, Dtype::I64, vec![b], &writes)?),
         ("next_tokens", view(path, Dtype::I64, vec![b, m], &next)?),
+        ("positions", view(path, Dtype::F32, vec![b, m], &positions)?),
     ];
+    let mut tensors = tensors;
+    if let Some((dims, bytes)) = &payload {
+        tensors.push(("payload", view(path, Dtype::F32, dims.to_vec(), bytes)?));
+    }
     safetensors::serialize_to_file(tensors, None, path).map_err(|e| ck(path, e.to_string()))
 }
 
@@ -355,6 +365,31 @@ pub fn load_memory(
     };
     let writes = i64s(get("accepted_writes", Dtype::I64, &[b])?);
     let next = i64s(get("next_tokens", Dtype::I64, &[b, m])?);
+    // A state saved before positions were stored held no attention payload: zeros then.
+    let positions = match st.tensor("positions") {
+        Ok(_) => f32s(get("positions", Dtype::F32, &[b, m])?),
+        Err(_) => vec![0.0; b * m],
+    };
+    let payload = match st.tensor("payload") {
+        Err(_) => None,
+        Ok(t) => {
+            let dims = t.shape().to_vec();
+            if t.dtype() != Dtype::F32 || dims.len() != 3 || dims[0] != b || dims[1] != m {
+                return Err(ck(
+                    path,
+                    format!(
+                        "payload: expected F32 [{b}, {m}, _], found {:?} {dims:?}",
+                        t.dtype()
+                    ),
+                ));
+            }
+            let w = dims[2];
+            Some(Tensor::<3>::from_data(
+                TensorData::new(f32s(t.data().to_vec()), [b, m, w]),
+                device,
+            ))
+        }
+    };
     Ok(MemoryState {
         states: Tensor::from_data(TensorData::new(states, [b, m, d]), device),
         priorities: Tensor::from_data(TensorData::new(priorities, [b, m]), device),
@@ -368,5 +403,7 @@ pub fn load_memory(
             TensorData::new(next, [b, m]).convert_dtype(int_dtype),
             device,
         ),
+        positions: Tensor::from_data(TensorData::new(positions, [b, m]), device),
+        payload,
     })
 }
