@@ -1079,6 +1079,6 @@ fn positions_and_payloads_follow_their_entries_through_writes_and_eviction() {
             tensor2(&[3.0], [1, 1], &device),
             mask2(&[true], [1, 1], &device),
         )
-        .unwrap_err();
+        .expect_err("a write without a payload into a state with payloads");
     assert!(matches!(err, MemoryError::Shape { .. }), "{err:?}");
 }
