@@ -62,6 +62,17 @@ fn project(lin: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
     }
 }
 
+/// RoPE's inverse frequencies `1 / θ^(2i/d)` divided by the linear factor, `i < head_dim / 2`,
+/// in f32 as transformers computes them.
+fn inv_freq(theta: f64, linear_factor: f64, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            (1.0f32 / (theta as f32).powf(exponent)) / linear_factor as f32
+        })
+        .collect()
+}
+
 /// Cosine and sine tables `[1, 1, T, head_dim]` for rotate-half RoPE at `positions`.
 ///
 /// Computed in f32 exactly as transformers does: `inv_freq[i] = 1 / θ^(2i/d)`, divided by the
@@ -74,13 +85,7 @@ pub fn rope_tables(
     len: usize,
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| {
-            let exponent = (2 * i) as f32 / head_dim as f32;
-            (1.0f32 / (theta as f32).powf(exponent)) / linear_factor as f32
-        })
-        .collect();
+    let inv = inv_freq(theta, linear_factor, head_dim);
     let mut cos = Vec::with_capacity(len * head_dim);
     let mut sin = Vec::with_capacity(len * head_dim);
     for p in start..start + len {
@@ -121,14 +126,9 @@ pub fn rope_tables_at(
 ) -> (Tensor<4>, Tensor<4>) {
     let [b, m] = positions.dims();
     let device = positions.device();
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..head_dim)
-        .map(|j| {
-            let i = j % half;
-            let exponent = (2 * i) as f32 / head_dim as f32;
-            (1.0f32 / (theta as f32).powf(exponent)) / linear_factor as f32
-        })
-        .collect();
+    // The duplicated angles of rotate-half RoPE, as `rope_tables` lays them out.
+    let half = inv_freq(theta, linear_factor, head_dim);
+    let inv: Vec<f32> = half.iter().chain(&half).copied().collect();
     let inv = Tensor::<1>::from_data(TensorData::new(inv, [head_dim]), &device)
         .reshape([1, 1, 1, head_dim]);
     let angles = positions.reshape([b, 1, m, 1]).mul(inv);
@@ -760,18 +760,8 @@ impl Gemma {
     }
 
     /// Final hidden states (after the final norm) `[B, T, hidden]`; appends to `cache` if given.
-    pub fn hidden_states(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let start = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
-        let t = ids.dims()[1];
-        let mut x = self.embed(ids);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let layer_cache = cache.as_mut().map(|c| c.layer_mut(i));
-            x = layer.forward(x, start, layer_cache);
-        }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
-        self.norm.forward(x)
+    pub fn hidden_states(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.hidden_states_with_memory(ids, cache, &[]).0
     }
 
     /// [`hidden_states`](Self::hidden_states) where layer `i`'s attention also reads

@@ -89,6 +89,8 @@ struct SegmentReader<'a> {
     hidden: Option<Tensor<3>>,
     /// The attention path's payload of the positions `hidden` holds.
     payload: Option<Tensor<3>>,
+    /// Whether the base read memory's keys and values in this segment.
+    read_memory: bool,
     state: MemoryState,
     committed: usize,
 }
@@ -107,24 +109,28 @@ impl SegmentReader<'_> {
             (Some(a), Some(b)) => Some(Tensor::cat(vec![a, b], 1)),
             (a, b) => a.or(b),
         };
-        let (base_hidden, payload) = if self.use_cache {
+        let (base_hidden, payload, read_memory) = if self.use_cache {
             let done = self.hidden.as_ref().map_or(0, |h| h.dims()[1]);
             if done < n {
-                let (new, new_payload) = self.model.base_states(
+                let new = self.model.base_states(
                     ids_tensor(&self.ids[done..], &self.device),
                     Some(&mut self.cache),
                     &self.state,
                 )?;
-                self.hidden = cat(self.hidden.take(), Some(new));
-                self.payload = cat(self.payload.take(), new_payload);
+                self.hidden = cat(self.hidden.take(), Some(new.hidden));
+                self.payload = cat(self.payload.take(), new.payload);
+                // The state is the same for every call within a segment.
+                self.read_memory = new.read_memory;
             }
             let hidden = self.hidden.clone().ok_or_else(|| {
                 HippoError::InvalidInput("an empty segment cannot be read".into())
             })?;
-            (hidden, self.payload.clone())
+            (hidden, self.payload.clone(), self.read_memory)
         } else {
-            self.model
-                .base_states(ids_tensor(&self.ids, &self.device), None, &self.state)?
+            let b =
+                self.model
+                    .base_states(ids_tensor(&self.ids, &self.device), None, &self.state)?;
+            (b.hidden, b.payload, b.read_memory)
         };
         let valid =
             Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n], [1, n]), &self.device);
@@ -136,7 +142,7 @@ impl SegmentReader<'_> {
             LogitPositions::Last,
         )?;
         out.attention_payload = payload;
-        out.attention_read = self.model.reads_attention(&self.state)?;
+        out.attention_read = read_memory;
         Ok(out)
     }
 
@@ -149,6 +155,7 @@ impl SegmentReader<'_> {
         self.cache.reset();
         self.hidden = None;
         self.payload = None;
+        self.read_memory = false;
         self.committed += 1;
         Ok(())
     }
@@ -205,6 +212,7 @@ pub fn generate(
         cache: model.base.new_cache(),
         hidden: None,
         payload: None,
+        read_memory: false,
         state,
         committed: 0,
     };

@@ -91,7 +91,7 @@ pub use fusion::{OutputFusion, ProbabilityMix};
 pub use generate::{HippoGenerateOptions, HippoGeneration, generate};
 pub use hippo_data::SegmentLayout;
 pub use model::{
-    HippoFormer, LogitPositions, LossTerms, Mixture, Salience, SegmentOutput, log_sum_exp,
-    mix_logits,
+    BaseStates, HippoFormer, LogitPositions, LossTerms, Mixture, Salience, SegmentOutput,
+    log_sum_exp, mix_logits,
 };
 pub use stream::{SegmentTensors, StreamRunner, StreamStep, reset_new_documents};

@@ -114,6 +114,17 @@ pub struct SegmentOutput {
     pub attention_read: bool,
 }
 
+/// What [`HippoFormer::base_states`] returns.
+#[derive(Debug, Clone)]
+pub struct BaseStates {
+    /// Final hidden states `[B, T, D]`.
+    pub hidden: Tensor<3>,
+    /// With the attention path: the reading layers' keys (before RoPE) and values `[B, T, P]`.
+    pub payload: Option<Tensor<3>>,
+    /// Whether the base read memory's keys and values (an open layer and a stored entry).
+    pub read_memory: bool,
+}
+
 /// The loss terms of one segment, each a scalar `[1]`, and their weighted sum.
 #[derive(Debug, Clone)]
 pub struct LossTerms {
@@ -322,41 +333,32 @@ impl HippoFormer {
         state: &MemoryState,
     ) -> Result<SegmentOutput> {
         self.check_segment(&ids, &valid, state)?;
-        let (base_hidden, payload) = self.base_states(ids.clone(), None, state)?;
+        let base = self.base_states(ids.clone(), None, state)?;
         let mut out =
-            self.forward_from_base(ids, valid, base_hidden, state, LogitPositions::All)?;
-        out.attention_read = self.reads_attention(state)?;
-        out.attention_payload = payload;
+            self.forward_from_base(ids, valid, base.hidden, state, LogitPositions::All)?;
+        out.attention_read = base.read_memory;
+        out.attention_payload = base.payload;
         Ok(out)
-    }
-
-    /// Whether reading a segment with `state` goes through the attention path: memory on, a
-    /// reading layer open (`g_l > 0`) and an entry stored with its keys and values.
-    pub fn reads_attention(&self, state: &MemoryState) -> Result<bool> {
-        let layers = attention_layers(&self.base, self.config.memory_attention);
-        if !self.config.memory || layers.is_empty() || state.payload.is_none() {
-            return Ok(false);
-        }
-        Ok(self
-            .attention_memory(state, &layers)?
-            .iter()
-            .any(Option::is_some))
     }
 
     /// The base model's final hidden states `[B, T, D]` of a segment read with `state`'s
     /// memory: with the attention path on, the reading layers also attend to the stored keys
     /// and values of every eligible entry (see [`HippoFormer::attention_memory`]), and the
-    /// second value is this segment's payload `[B, T, P]` for [`HippoFormer::commit`]. With a
-    /// `cache`, `ids` continue the segment the cache holds (positions from its length).
+    /// payload is this segment's `[B, T, P]` for [`HippoFormer::commit`]. With a `cache`,
+    /// `ids` continue the segment the cache holds (positions from its length).
     pub fn base_states(
         &self,
         ids: Tensor<2, Int>,
         cache: Option<&mut KvCache>,
         state: &MemoryState,
-    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
+    ) -> Result<BaseStates> {
         let layers = attention_layers(&self.base, self.config.memory_attention);
         if !self.config.memory || layers.is_empty() {
-            return Ok((self.base.hidden_states(ids, cache), None));
+            return Ok(BaseStates {
+                hidden: self.base.hidden_states(ids, cache),
+                payload: None,
+                read_memory: false,
+            });
         }
         let memory = self.attention_memory(state, &layers)?;
         let (hidden, read) = self.base.hidden_states_with_memory(ids, cache, &memory);
@@ -371,7 +373,11 @@ impl HippoFormer {
                 x.swap_dims(1, 2).reshape([b, t, kvh * hd])
             })
             .collect::<Vec<_>>();
-        Ok((hidden, Some(Tensor::cat(payload, 2).detach())))
+        Ok(BaseStates {
+            hidden,
+            payload: Some(Tensor::cat(payload, 2).detach()),
+            read_memory: memory.iter().any(Option::is_some),
+        })
     }
 
     /// What each base layer reads from `state` on the attention path: for the reading
