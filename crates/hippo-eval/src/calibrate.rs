@@ -229,7 +229,7 @@ pub fn calibrate(
     let mut passes = Vec::with_capacity(weights.len());
     for (i, &g) in weights.iter().enumerate() {
         let m = match g {
-            Some(g) => with_attention_weight(model.clone(), g),
+            Some(g) => model.clone().with_attention_weight(g as f32),
             None => model.clone(),
         };
         let g = g.unwrap_or_else(|| model_attention_weight(model));
@@ -429,16 +429,6 @@ fn model_attention_weight(model: &HippoFormer) -> f64 {
         .map_or(0.0, f64::from)
 }
 
-/// The model with every layer's attention-path weight at `g` (the layers the config names
-/// read it).
-fn with_attention_weight(mut model: HippoFormer, g: f64) -> HippoFormer {
-    let t = model.attention_weight.val();
-    let device = t.device();
-    let n = t.dims()[0];
-    model.attention_weight = Param::from_tensor(Tensor::full([n], g as f32, &device));
-    model
-}
-
 fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> HippoFormer {
     model.memory.log_score_scale =
         Param::from_tensor(Tensor::from_floats([theta.ln() as f32], device));
@@ -450,7 +440,7 @@ fn with_score_scale(mut model: HippoFormer, theta: f64, device: &Device) -> Hipp
 /// weights hold.
 pub fn apply(model: HippoFormer, point: &CalibrationPoint) -> HippoFormer {
     let device = model.mix.opening.val().device();
-    let model = with_attention_weight(model, point.attention_weight);
+    let model = model.with_attention_weight(point.attention_weight as f32);
     let mut model = with_score_scale(model, point.score_scale, &device);
     model.config.memory_score_scale = point.score_scale;
     let o = opening(point.lambda) as f32;

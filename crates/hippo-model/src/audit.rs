@@ -56,8 +56,7 @@ pub fn open_for_audit(
         &device,
     ));
     // The attention path: every layer reads an entry as if it were in context.
-    let layers = model.attention_weight.val().dims()[0];
-    model.attention_weight = Param::from_tensor(Tensor::ones([layers], &device));
+    let mut model = model.with_attention_weight(1.0);
     let [gi, go] = model.mix.gate.weight.val().dims();
     model.mix.gate.weight = Param::from_tensor(Tensor::<2>::random(
         [gi, go],

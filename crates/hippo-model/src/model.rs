@@ -360,7 +360,8 @@ impl HippoFormer {
                 read_memory: false,
             });
         }
-        let memory = self.attention_memory(state, &layers)?;
+        let start = cache.as_ref().map_or(0, |c| c.seq_len());
+        let memory = self.attention_memory(state, &layers, start)?;
         let (hidden, read) = self.base.hidden_states_with_memory(ids, cache, &memory);
         let payload = layers
             .iter()
@@ -380,15 +381,22 @@ impl HippoFormer {
         })
     }
 
-    /// What each base layer reads from `state` on the attention path: for the reading
-    /// `layers`, the stored keys and values at their positions, with score bias `ln g_l` on
-    /// the entries replay could read too (occupied, effective priority above the threshold)
-    /// and `−∞` elsewhere; `None` for the other layers and for a layer whose `g_l` is 0 (so a
-    /// closed path is exactly the base). Empty while no entry holds a payload.
+    /// What each base layer reads from `state` on the attention path, for queries at segment
+    /// positions from `first_query` on: for the reading `layers`, the stored keys and values at
+    /// their positions, with score bias `ln g_l`, of the entries replay could read too
+    /// (occupied, effective priority above the threshold) — and, in a sliding layer, only those
+    /// inside the window of the first query (a later query sees less of the past). `None` for the other layers, for a layer whose `g_l`
+    /// is 0 (so a closed path is exactly the base) and for a layer with no such entry. Empty
+    /// while no entry holds a payload.
+    ///
+    /// Entries a layer may not read are left out rather than masked, so a sliding layer attends
+    /// over at most `window` entries however large the buffer; where streams differ in how many
+    /// they read, the shorter rows are padded with bias `−∞`.
     pub fn attention_memory(
         &self,
         state: &MemoryState,
         layers: &[usize],
+        first_query: usize,
     ) -> Result<Vec<Option<LayerMemory>>> {
         let Some(payload) = &state.payload else {
             return Ok(Vec::new());
@@ -405,40 +413,124 @@ impl HippoFormer {
                 layers.len() * 2 * kvh * hd
             )));
         }
+        let host_err = |what: &str, e: burn::tensor::DataError| {
+            HippoError::InvalidInput(format!("{what}: {e:?}"))
+        };
         let g: Vec<f32> = weight
             .val()
             .to_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .map_err(|e| HippoError::InvalidInput(format!("attention weights: {e:?}")))?;
-        let eligible = state
+            .map_err(|e| host_err("attention weights", e))?;
+        let mut out = vec![None; c.num_layers];
+        if layers.iter().all(|&l| g.get(l).is_none_or(|&g| g <= 0.0)) {
+            return Ok(out);
+        }
+        let eligible: Vec<bool> = state
             .effective_priorities(self.config.decay_rate)
             .greater_elem(self.config.priority_threshold)
-            .bool_and(state.valid.clone());
-        let blocked = eligible.bool_not();
+            .bool_and(state.valid.clone())
+            .into_data()
+            .try_to_vec::<bool>()
+            .map_err(|e| host_err("eligible entries", e))?;
+        let positions: Vec<f32> = state
+            .positions
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| host_err("entry positions", e))?;
+        let device = payload.device();
+        // The entries of each stream a layer with `window` reads: `[B, K]` indices into the
+        // buffer and whether each slot holds one (false: padding), or None when none reads any.
+        let select = |window: Option<usize>| -> Option<(Tensor<2, Int>, Tensor<2, Bool>)> {
+            let rows: Vec<Vec<i64>> = (0..b)
+                .map(|r| {
+                    (0..m)
+                        .filter(|&i| {
+                            let j = r * m + i;
+                            eligible[j]
+                                && window
+                                    .is_none_or(|w| (first_query as f32 - positions[j]) < w as f32)
+                        })
+                        .map(|i| i as i64)
+                        .collect()
+                })
+                .collect();
+            let k = rows.iter().map(Vec::len).max().unwrap_or(0);
+            if k == 0 {
+                return None;
+            }
+            let mut idx = Vec::with_capacity(b * k);
+            let mut filled = Vec::with_capacity(b * k);
+            for row in &rows {
+                idx.extend(
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(0, k - row.len())),
+                );
+                filled.extend((0..k).map(|i| i < row.len()));
+            }
+            Some((
+                Tensor::from_data(TensorData::new(idx, [b, k]), &device),
+                Tensor::from_data(TensorData::new(filled, [b, k]), &device),
+            ))
+        };
+        let mut selections: Vec<(Option<usize>, Option<(Tensor<2, Int>, Tensor<2, Bool>)>)> =
+            Vec::new();
         let width = kvh * hd;
-        let heads = |x: Tensor<3>| x.reshape([b, m, kvh, hd]).swap_dims(1, 2);
-        let mut out = vec![None; c.num_layers];
         for (i, &l) in layers.iter().enumerate() {
             if g.get(l).is_none_or(|&g| g <= 0.0) {
                 continue;
             }
+            let window = match c.layer_types[l] {
+                LayerType::Sliding => c.sliding_window,
+                LayerType::Full => None,
+            };
+            let chosen = match selections.iter().find(|(w, _)| *w == window) {
+                Some((_, chosen)) => chosen.clone(),
+                None => {
+                    let chosen = select(window);
+                    selections.push((window, chosen.clone()));
+                    chosen
+                }
+            };
+            let Some((idx, filled)) = chosen else {
+                continue;
+            };
+            let k = idx.dims()[1];
+            let rows = |x: Tensor<3>| {
+                let p = x.dims()[2];
+                x.gather(1, idx.clone().reshape([b, k, 1]).expand([b, k, p]))
+            };
+            let at = |j: usize| rows(payload.clone().slice_dim(2, j * width..(j + 1) * width));
+            let heads = |x: Tensor<3>| x.reshape([b, k, kvh, hd]).swap_dims(1, 2);
             let ln_g = weight
                 .val()
                 .slice(l..l + 1)
                 .clamp_min(1e-12)
                 .log()
                 .reshape([1, 1])
-                .expand([b, m]);
-            let at = |j: usize| payload.clone().slice_dim(2, j * width..(j + 1) * width);
+                .expand([b, k]);
             out[l] = Some(LayerMemory {
                 keys: heads(at(2 * i)),
                 values: heads(at(2 * i + 1)),
-                positions: state.positions.clone(),
-                bias: ln_g.mask_fill(blocked.clone(), f32::NEG_INFINITY),
+                positions: state.positions.clone().gather(1, idx.clone()),
+                bias: ln_g.mask_fill(filled.bool_not(), f32::NEG_INFINITY),
             });
         }
         Ok(out)
+    }
+
+    /// This model with the attention path's weight `g` on every layer (the layers
+    /// `memory_attention` names read it; 0 closes the path, 1 reads an entry as if it were in
+    /// context). Calibration sets it; training refines it from there.
+    pub fn with_attention_weight(mut self, g: f32) -> Self {
+        let t = self.attention_weight.val();
+        let device = t.device();
+        let n = t.dims()[0];
+        self.attention_weight = Param::from_tensor(Tensor::full([n], g, &device));
+        self
     }
 
     fn check_segment(

@@ -241,6 +241,69 @@ fn the_attention_path_reads_stored_keys_and_values_at_their_positions() {
     }
 }
 
+/// Streams that hold different numbers of readable entries are read in one batch (the shorter
+/// rows padded with unreadable slots) exactly as each is read alone; a stream whose memory was
+/// reset reads the base's states. Two written segments put entries both inside and outside the
+/// fixture's 4-token sliding window.
+#[test]
+fn streams_with_different_memories_read_the_attention_path_as_they_would_alone() {
+    use hippo_model::{MemoryAttention, SalienceMode};
+    let base = base();
+    let t = 8;
+    let rows = stream(2, 3 * t, 5);
+    let cfg = small(HippoFormerConfig {
+        memory_attention: MemoryAttention::All,
+        salience: SalienceMode::Off,
+        ..HippoFormerConfig::default()
+    });
+    let model = HippoFormer::new(base.clone(), cfg, &device())
+        .unwrap()
+        .with_attention_weight(1.0);
+    let mut state = model.empty_state(2, &device());
+    for seg in 0..2 {
+        let (ids, valid) = tensors(&rows, seg * t, (seg + 1) * t);
+        let (_, next) = model.step(ids, valid, state).unwrap();
+        state = next;
+    }
+    // Stream 1 starts a new document: its memory is empty.
+    let state = state.reset_row_indices(&[1]).unwrap();
+    let (ids, valid) = tensors(&rows, 2 * t, 3 * t);
+    let both = to_vec(
+        model
+            .forward(ids.clone(), valid.clone(), &state)
+            .unwrap()
+            .base_hidden,
+    );
+    let half = both.len() / 2;
+    let alone0 = model
+        .forward(
+            ids.clone().slice_dim(0, 0..1),
+            valid.clone().slice_dim(0, 0..1),
+            &state.rows(0..1, &device()),
+        )
+        .unwrap();
+    assert!(alone0.attention_read, "stream 0 read its memory");
+    let want0 = to_vec(alone0.base_hidden);
+    let want1 = to_vec(base.hidden_states(ids.slice_dim(0, 1..2), None));
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let d0 = max_diff(&both[..half], &want0);
+    let d1 = max_diff(&both[half..], &want1);
+    assert!(d0 <= 1e-5, "stream 0 in the batch vs alone: {d0}");
+    assert!(d1 <= 1e-5, "the reset stream vs the base: {d1}");
+    assert!(
+        max_diff(
+            &want0,
+            &to_vec(base.hidden_states(tensors(&rows, 2 * t, 3 * t).0.slice_dim(0, 0..1), None))
+        ) > 1e-3,
+        "stream 0's memory changed its states"
+    );
+}
+
 /// A segment with no committed entries has no payload to read, and a write without a payload
 /// into a state that holds them is refused.
 #[test]
