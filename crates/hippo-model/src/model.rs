@@ -443,7 +443,7 @@ impl HippoFormer {
         let device = payload.device();
         // The entries of each stream a layer with `window` reads: `[B, K]` indices into the
         // buffer and whether each slot holds one (false: padding), or None when none reads any.
-        let select = |window: Option<usize>| -> Option<(Tensor<2, Int>, Tensor<2, Bool>)> {
+        let select = |window: Option<usize>| -> Option<Selection> {
             let rows: Vec<Vec<i64>> = (0..b)
                 .map(|r| {
                     (0..m)
@@ -476,8 +476,7 @@ impl HippoFormer {
                 Tensor::from_data(TensorData::new(filled, [b, k]), &device),
             ))
         };
-        let mut selections: Vec<(Option<usize>, Option<(Tensor<2, Int>, Tensor<2, Bool>)>)> =
-            Vec::new();
+        let mut selections: Vec<(Option<usize>, Option<Selection>)> = Vec::new();
         let width = kvh * hd;
         for (i, &l) in layers.iter().enumerate() {
             if g.get(l).is_none_or(|&g| g <= 0.0) {
@@ -1036,6 +1035,10 @@ impl SegmentOutput {
         }
     }
 }
+
+/// The entries a layer reads on the attention path: `[B, K]` indices into the buffer, and
+/// `[B, K]` whether each slot holds one (false: padding of a stream that reads fewer).
+type Selection = (Tensor<2, Int>, Tensor<2, Bool>);
 
 /// The base layers that read memory on the attention path `mode`, in order.
 pub fn attention_layers(base: &Gemma, mode: MemoryAttention) -> Vec<usize> {
