@@ -240,11 +240,9 @@ fn hippo_overhead(
     let vocab = base.config().vocab_size;
     let next: Vec<i64> = (0..m as i64).map(|i| (i * 7919) % vocab as i64).collect();
     // With the attention path on, every entry also holds each reading layer's key and value.
-    let c = base.config();
-    let width = hippo_model::model::attention_layers(base, config.memory_attention).len()
-        * 2
-        * c.num_kv_heads
-        * c.head_dim;
+    let attention_layers =
+        hippo_model::model::attention_layers(base, config.memory_attention).len();
+    let width = hippo_model::model::attention_payload_width(base, attention_layers);
     let payload = (config.memory && width > 0)
         .then(|| Tensor::<3>::random([1, m, width], Distribution::Normal(0.0, 1.0), device));
     let (state, _) = hippo.memory.write_entries(
@@ -294,7 +292,7 @@ fn hippo_overhead(
         tokens: t,
         buffer_entries: entries,
         replay_rounds: config.max_replay_rounds,
-        attention_layers: hippo_model::model::attention_layers(base, config.memory_attention).len(),
+        attention_layers,
         base_tok_s: t as f64 / tb.as_secs_f64(),
         hippo_tok_s: t as f64 / th.as_secs_f64(),
         overhead: th.as_secs_f64() / tb.as_secs_f64() - 1.0,

@@ -385,9 +385,9 @@ impl HippoFormer {
     /// positions from `first_query` on: for the reading `layers`, the stored keys and values at
     /// their positions, with score bias `ln g_l`, of the entries replay could read too
     /// (occupied, effective priority above the threshold) — and, in a sliding layer, only those
-    /// inside the window of the first query (a later query sees less of the past). `None` for the other layers, for a layer whose `g_l`
-    /// is 0 (so a closed path is exactly the base) and for a layer with no such entry. Empty
-    /// while no entry holds a payload.
+    /// inside the window of the first query (a later query sees less of the past). `None` for
+    /// the other layers, for a layer whose `g_l` is 0 (so a closed path is exactly the base) and
+    /// for a layer with no such entry. Empty while no entry holds a payload.
     ///
     /// Entries a layer may not read are left out rather than masked, so a sliding layer attends
     /// over at most `window` entries however large the buffer; where streams differ in how many
@@ -405,12 +405,12 @@ impl HippoFormer {
         let c = self.base.config();
         let (kvh, hd) = (c.num_kv_heads, c.head_dim);
         let [b, m, p] = payload.dims();
-        if p != layers.len() * 2 * kvh * hd {
+        let want = attention_payload_width(&self.base, layers.len());
+        if p != want {
             return Err(HippoError::InvalidInput(format!(
                 "the memory's payload is {p} wide; the attention path over {} layers of \
-                 {kvh}×{hd} keys and values needs {}",
+                 {kvh}×{hd} keys and values needs {want}",
                 layers.len(),
-                layers.len() * 2 * kvh * hd
             )));
         }
         let host_err = |what: &str, e: burn::tensor::DataError| {
@@ -423,7 +423,14 @@ impl HippoFormer {
             .try_to_vec::<f32>()
             .map_err(|e| host_err("attention weights", e))?;
         let mut out = vec![None; c.num_layers];
-        if layers.iter().all(|&l| g.get(l).is_none_or(|&g| g <= 0.0)) {
+        // The reading layers that are open (`g_l > 0`), with their index in the payload.
+        let open: Vec<(usize, usize)> = layers
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, l)| g.get(l).is_some_and(|&g| g > 0.0))
+            .collect();
+        if open.is_empty() {
             return Ok(out);
         }
         let eligible: Vec<bool> = state
@@ -478,10 +485,7 @@ impl HippoFormer {
         };
         let mut selections: Vec<(Option<usize>, Option<Selection>)> = Vec::new();
         let width = kvh * hd;
-        for (i, &l) in layers.iter().enumerate() {
-            if g.get(l).is_none_or(|&g| g <= 0.0) {
-                continue;
-            }
+        for (i, l) in open {
             let window = match c.layer_types[l] {
                 LayerType::Sliding => c.sliding_window,
                 LayerType::Full => None,
@@ -1039,6 +1043,13 @@ impl SegmentOutput {
 /// The entries a layer reads on the attention path: `[B, K]` indices into the buffer, and
 /// `[B, K]` whether each slot holds one (false: padding of a stream that reads fewer).
 type Selection = (Tensor<2, Int>, Tensor<2, Bool>);
+
+/// The width of a memory entry's payload on the attention path over `layers` reading layers of
+/// `base`: each layer's key and value, `kv_heads × head_dim` each.
+pub fn attention_payload_width(base: &Gemma, layers: usize) -> usize {
+    let c = base.config();
+    layers * 2 * c.num_kv_heads * c.head_dim
+}
 
 /// The base layers that read memory on the attention path `mode`, in order.
 pub fn attention_layers(base: &Gemma, mode: MemoryAttention) -> Vec<usize> {

@@ -8,7 +8,7 @@ use hippo_model::{HippoFormer, HippoFormerConfig, QueryMode};
 
 mod common;
 
-use common::{base, configs, device, small, stream, tensors, to_vec};
+use common::{base, configs, device, max_abs_diff, small, stream, tensors, to_vec};
 
 #[test]
 fn fresh_modules_give_the_base_logits_exactly_over_a_stream() {
@@ -23,11 +23,7 @@ fn fresh_modules_give_the_base_logits_exactly_over_a_stream() {
             let (out, next) = model.step(ids, valid, state).unwrap();
             state = next;
             let got = to_vec(out.logits());
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let diff = max_abs_diff(&got, &want);
             assert!(diff <= 1e-6, "{name}, segment {seg}: |Δlogit| = {diff}");
         }
         // Memory was written (except with memory off), so identity is not vacuous.
@@ -207,20 +203,12 @@ fn the_attention_path_reads_stored_keys_and_values_at_their_positions() {
         let (want, _) = base.hidden_states_with_memory(ids2.clone(), None, &memory);
         let want = to_vec(want);
         let got = to_vec(open.base_hidden.clone());
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(&got, &want);
         assert!(
             diff <= 1e-5,
             "{mode:?}: attention path vs hand-built memory: {diff}"
         );
-        let moved = got
-            .iter()
-            .zip(&alone)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let moved = max_abs_diff(&got, &alone);
         assert!(
             moved > 1e-3,
             "{mode:?}: the open path changed nothing ({moved})"
@@ -229,11 +217,7 @@ fn the_attention_path_reads_stored_keys_and_values_at_their_positions() {
         assert!(open.attention_read && !closed.attention_read);
         let off = to_vec(model.memory_off_logits(&open));
         let base_logits = to_vec(base.forward(ids2.clone(), None).logits);
-        let diff = off
-            .iter()
-            .zip(&base_logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(&off, &base_logits);
         assert!(
             diff <= 1e-5,
             "{mode:?}: memory-off logits vs the base: {diff}"
@@ -284,21 +268,15 @@ fn streams_with_different_memories_read_the_attention_path_as_they_would_alone()
         .unwrap();
     assert!(alone0.attention_read, "stream 0 read its memory");
     let want0 = to_vec(alone0.base_hidden);
-    let want1 = to_vec(base.hidden_states(ids.slice_dim(0, 1..2), None));
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
-    let d0 = max_diff(&both[..half], &want0);
-    let d1 = max_diff(&both[half..], &want1);
+    let want1 = to_vec(base.hidden_states(ids.clone().slice_dim(0, 1..2), None));
+    let d0 = max_abs_diff(&both[..half], &want0);
+    let d1 = max_abs_diff(&both[half..], &want1);
     assert!(d0 <= 1e-5, "stream 0 in the batch vs alone: {d0}");
     assert!(d1 <= 1e-5, "the reset stream vs the base: {d1}");
     assert!(
-        max_diff(
+        max_abs_diff(
             &want0,
-            &to_vec(base.hidden_states(tensors(&rows, 2 * t, 3 * t).0.slice_dim(0, 0..1), None))
+            &to_vec(base.hidden_states(ids.slice_dim(0, 0..1), None))
         ) > 1e-3,
         "stream 0's memory changed its states"
     );

@@ -11,7 +11,7 @@ use hippo_model::{HippoFormer, HippoFormerConfig};
 
 mod common;
 
-use common::{base, device, stream, tensors, to_vec};
+use common::{base, device, max_abs_diff, stream, tensors, to_vec};
 
 /// Every configuration of the composed tests ([`common::configs`]), in bf16.
 fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
@@ -26,13 +26,6 @@ fn bf16(cfg: HippoFormerConfig) -> HippoFormerConfig {
         precision: Precision::Bf16,
         ..common::small(cfg)
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

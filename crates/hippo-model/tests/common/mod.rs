@@ -77,6 +77,14 @@ pub fn tensors(rows: &[Vec<u32>], from: usize, to: usize) -> (Tensor<2, Int>, Te
     )
 }
 
+/// The largest `|a_i − b_i|`.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
