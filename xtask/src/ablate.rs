@@ -11,7 +11,13 @@
 //! ```
 //!
 //! Variants are the overlay files of `configs/ablations/` (the leaky `sequence_mean` one is
-//! excluded), applied on top of `--config` (default: the built-in defaults = `full`).
+//! excluded), applied on top of the full config: `--config`, else the `--init-from`
+//! checkpoint's, else the built-in defaults, with each `--overlay` applied to it first.
+//!
+//! With `--init-from CKPT` every run starts from that checkpoint's weights (a calibrated or
+//! trained model) loaded into the variant's model, which must have the same trainable tensors;
+//! `--train-steps 0` then evaluates the variants as they are, which is how to compare what the
+//! buffer keeps (salience mode, buffer size, decay) on one calibrated memory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,9 +34,18 @@ use crate::UsageError;
 /// Arguments of `ablate`.
 #[derive(clap::Args, Debug)]
 pub struct AblateArgs {
-    /// The full model's config (variants are overlays on it); default: the built-in defaults.
+    /// The full model's config (variants are overlays on it); default: the `--init-from`
+    /// checkpoint's config, else the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Overlay files applied to the full config before the variants (in the order given), e.g.
+    /// `configs/ablations/buffer_512.toml` to compare salience modes at buffer 512.
+    #[arg(long)]
+    pub overlay: Vec<PathBuf>,
+    /// Start every run from this checkpoint's weights (e.g. `cargo xtask calibrate`'s output)
+    /// instead of the initialisation.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Directory of variant overlays (`*.toml`).
     #[arg(long, default_value = "configs/ablations")]
     pub ablations_dir: PathBuf,
@@ -49,7 +64,8 @@ pub struct AblateArgs {
     /// Training and evaluation corpus.
     #[arg(long, default_value = "wiki-sample")]
     pub dataset: String,
-    /// Optimizer steps per run.
+    /// Optimizer steps per run (0 with `--init-from`: evaluate the checkpoint's weights under
+    /// each variant's config without training).
     #[arg(long, default_value_t = 20)]
     pub train_steps: usize,
     /// Segment length (training and evaluation).
@@ -64,6 +80,9 @@ pub struct AblateArgs {
     /// Test documents evaluated per run (the longest ones, so memory has earlier segments).
     #[arg(long, default_value_t = 20)]
     pub eval_docs: usize,
+    /// Score only the first N tokens of each test document (default: whole documents).
+    #[arg(long)]
+    pub eval_doc_tokens: Option<usize>,
     /// Bootstrap resamples of the paired tests.
     #[arg(long, default_value_t = 10_000)]
     pub resamples: usize,
@@ -137,14 +156,38 @@ fn load_corpus(
 #[allow(clippy::print_stdout)]
 pub fn run(args: &AblateArgs) -> Result<()> {
     let started = Instant::now();
-    if args.seeds == 0 || args.train_steps == 0 || args.eval_docs == 0 {
+    if args.seeds == 0 || args.eval_docs == 0 {
         bail!(UsageError::new(
-            "--seeds, --train-steps and --eval-docs must be at least 1"
+            "--seeds and --eval-docs must be at least 1"
         ));
     }
+    if args.train_steps == 0 && args.init_from.is_none() {
+        bail!(UsageError::new(
+            "--train-steps 0 needs --init-from (an untrained model is the base by construction)"
+        ));
+    }
+    if args.eval_doc_tokens.is_some_and(|n| n < 2) {
+        bail!(UsageError::new("--eval-doc-tokens must be ≥ 2"));
+    }
     let device = crate::device::parse(&args.device).map_err(UsageError::wrap)?;
-    let full = HippoFormerConfig::from_toml_file_or_default(args.config.as_deref())
-        .map_err(crate::usage)?;
+    let init_from = args
+        .init_from
+        .as_deref()
+        .map(crate::checkpoint_dir)
+        .transpose()?;
+    let mut full = match (&args.config, &init_from) {
+        (Some(p), _) => HippoFormerConfig::from_toml_file(p).map_err(crate::usage)?,
+        (None, Some(d)) => hippo_model::checkpoint::read_config(d).map_err(crate::usage)?,
+        (None, None) => HippoFormerConfig::default(),
+    };
+    for path in &args.overlay {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the overlay {}", path.display()))
+            .map_err(UsageError::wrap)?;
+        full = full
+            .with_overlay(&text, &path.display().to_string())
+            .map_err(crate::usage)?;
+    }
     let variants = variants(&full, &args.ablations_dir, &args.variants)?;
     let model_arg = crate::base_model_arg(args.model.as_deref(), &full.base_model)?;
     let location = hippo_gemma::resolve(&model_arg).map_err(|e| UsageError::wrap(e.into()))?;
@@ -158,8 +201,9 @@ pub fn run(args: &AblateArgs) -> Result<()> {
     let mut test = (*load_corpus(&spec, Split::Test, &tok)?).clone();
     test.docs.sort_by_key(|d| std::cmp::Reverse(d.tokens.len()));
     test.docs.truncate(args.eval_docs);
-    let test = Arc::new(test);
+    let test = crate::calibrate::clipped(Arc::new(test), args.eval_doc_tokens, &tok)?;
     let base = hippo_gemma::load_from(&location, &device)?;
+    let base_ref = hippo_model::checkpoint::BaseRef::of(location.path())?;
 
     let mut runs = Vec::new();
     let total = variants.len() as u64 * args.seeds;
@@ -180,36 +224,50 @@ pub fn run(args: &AblateArgs) -> Result<()> {
                 runs.push(r);
                 continue;
             }
-            tracing::info!(variant = %name, seed, run = done, of = total, "training");
             let config = HippoFormerConfig {
                 seed,
                 base_model: model_arg.clone(),
                 ..config.clone()
             };
-            let opts = hippo_train::TrainOptions {
-                seq_len: args.seq_len,
-                batch_size: args.batch_size,
-                max_steps: Some(args.train_steps),
-                lr: args.lr,
-                checkpoint_every: 0,
-                keep_last: 1,
-                valid_every: 0,
-                valid_batches: 0,
-                seed,
-                output_dir: dir.join("train"),
-                log_every: 5,
-                ..hippo_train::TrainOptions::default()
+            let (model, steps, train_tok_s) = if args.train_steps == 0 {
+                let dir = init_from
+                    .as_deref()
+                    .context("--train-steps 0 without --init-from")?;
+                tracing::info!(variant = %name, seed, run = done, of = total, "loading the checkpoint's weights");
+                let fresh = hippo_model::HippoFormer::new(base.clone(), config.clone(), &device)?;
+                let (model, _) = hippo_model::checkpoint::load_weights_into(fresh, dir, &base_ref)
+                    .with_context(|| format!("variant `{name}`"))
+                    .map_err(UsageError::wrap)?;
+                (model, 0, 0.0)
+            } else {
+                tracing::info!(variant = %name, seed, run = done, of = total, "training");
+                let opts = hippo_train::TrainOptions {
+                    seq_len: args.seq_len,
+                    batch_size: args.batch_size,
+                    max_steps: Some(args.train_steps),
+                    lr: args.lr,
+                    checkpoint_every: 0,
+                    keep_last: 1,
+                    valid_every: 0,
+                    valid_batches: 0,
+                    seed,
+                    output_dir: dir.join("train"),
+                    init_from: init_from.clone(),
+                    log_every: 5,
+                    ..hippo_train::TrainOptions::default()
+                };
+                let (model, summary) = hippo_train::Trainer::new(
+                    base.clone(),
+                    location.path(),
+                    config.clone(),
+                    train.clone(),
+                    None,
+                    &opts,
+                    &device,
+                )?
+                .run(&mut crate::progress::train_reporter(opts.log_every))?;
+                (model, summary.steps, summary.tokens_per_sec)
             };
-            let (model, summary) = hippo_train::Trainer::new(
-                base.clone(),
-                location.path(),
-                config.clone(),
-                train.clone(),
-                None,
-                &opts,
-                &device,
-            )?
-            .run(&mut crate::progress::train_reporter(opts.log_every))?;
             let model = model.for_inference();
             let report = hippo_eval::evaluate(
                 &hippo_eval::Scorer::Hippo(&model),
@@ -226,8 +284,8 @@ pub fn run(args: &AblateArgs) -> Result<()> {
                 variant: name.clone(),
                 seed,
                 config,
-                steps: summary.steps,
-                train_tok_s: summary.tokens_per_sec,
+                steps,
+                train_tok_s,
                 tokens: report.tokens,
                 mean_nll: report.mean_nll,
                 token_ppl: report.token_ppl,
@@ -251,6 +309,8 @@ pub fn run(args: &AblateArgs) -> Result<()> {
         eval_docs: test.docs.len(),
         train_steps: args.train_steps,
         seq_len: args.seq_len,
+        init_from: init_from.as_ref().map(|d| d.display().to_string()),
+        eval_doc_tokens: args.eval_doc_tokens,
         resamples: args.resamples,
         variants: summarise(&runs, &order, args.resamples)?,
     };

@@ -95,8 +95,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Start from this checkpoint's weights (e.g. one written by `cargo xtask calibrate`) as a
-    /// fresh run: step 0, new optimizer. Its config is used (so --config is not allowed).
-    #[arg(long, conflicts_with = "config")]
+    /// fresh run: step 0, new optimizer. Its config is used, unless --config gives a variant of
+    /// it with the same trainable tensors (another buffer size, salience mode, decay, …).
+    #[arg(long)]
     pub init_from: Option<PathBuf>,
     /// Stop this invocation after N steps (checkpointed) without changing the schedule.
     #[arg(long)]

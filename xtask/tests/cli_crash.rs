@@ -18,80 +18,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use hippo_train::trainer::state;
 
-use common::root;
+use common::{Setup, root, setup};
 
 const STEPS: usize = 16;
 const EVERY: usize = 2;
-const WORDS: [&str; 24] = [
-    "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "to", "park", "and", "saw", "bird", "in",
-    "tree", "it", "was", "green", "small", "big", "house", "by", "river", ".",
-];
-
-/// A word-level tokenizer.json for the fixture's vocabulary of 256: `<pad>` 0, `<eos>` 1,
-/// `<bos>` 2, `<unk>` 3, then the words.
-fn tokenizer_json() -> String {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["<pad>", "<eos>", "<bos>", "<unk>"]
-        .iter()
-        .chain(WORDS.iter())
-        .enumerate()
-    {
-        vocab.insert((*t).to_string(), serde_json::json!(i));
-    }
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    })
-    .to_string()
-}
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    tokenizer: PathBuf,
-    corpus: PathBuf,
-    config: PathBuf,
-    home: PathBuf,
-    base: PathBuf,
-}
-
-fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let tokenizer = tmp.path().join("tokenizer.json");
-    std::fs::write(&tokenizer, tokenizer_json()).unwrap();
-    let corpus = tmp.path().join("corpus");
-    std::fs::create_dir_all(&corpus).unwrap();
-    for d in 0..16usize {
-        let n = 40 + 13 * d;
-        let text: Vec<&str> = (0..n)
-            .map(|i| WORDS[(i * 7 + d * 5) % WORDS.len()])
-            .collect();
-        std::fs::write(corpus.join(format!("doc{d:02}.txt")), text.join(" ")).unwrap();
-    }
-    let config = tmp.path().join("small.toml");
-    std::fs::write(
-        &config,
-        "buffer_size = 16\nmax_replay_rounds = 3\nlora_r = 4\nn_anchors = 8\n",
-    )
-    .unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    Setup {
-        tokenizer,
-        corpus,
-        config,
-        home,
-        base: root().join("tests/fixtures/tiny-gemma3"),
-        _tmp: tmp,
-    }
-}
-
 fn train(s: &Setup, out: &Path, resume: bool, delay_ms: u64) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     let steps = STEPS.to_string();
@@ -225,11 +155,11 @@ fn weights(base: &Path, ckpt: &Path) -> Vec<(String, Vec<u32>)> {
 fn sigkill_at_several_points_then_resume_ends_bit_identical() {
     let started = Instant::now();
     let s = setup();
-    let straight = s._tmp.path().join("straight");
+    let straight = s.tmp.path().join("straight");
     finish(train(&s, &straight, false, 0));
     let t_straight = started.elapsed();
 
-    let out = s._tmp.path().join("killed");
+    let out = s.tmp.path().join("killed");
     let ckpts = out.join("checkpoints");
     let delay = 40;
     // (what, when to kill): each resumes from what the previous kill left.

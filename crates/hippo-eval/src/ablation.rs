@@ -79,6 +79,13 @@ pub struct AblationResults {
     pub train_steps: usize,
     /// Segment length.
     pub seq_len: usize,
+    /// The checkpoint every run started from (its weights; the variants' configs overlay its
+    /// config), or `None` for runs trained from the initialisation.
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// Each test document was scored on its first this many tokens (`None`: whole documents).
+    #[serde(default)]
+    pub eval_doc_tokens: Option<usize>,
     /// Bootstrap resamples and seed of the paired tests.
     pub resamples: usize,
     /// Variants, `full` first.
@@ -178,8 +185,15 @@ pub fn summarise(
 
 /// The markdown table of an ablation.
 pub fn markdown(r: &AblationResults) -> String {
+    let start = r
+        .init_from
+        .as_ref()
+        .map_or(String::new(), |c| format!(", from the checkpoint `{c}`"));
+    let clip = r
+        .eval_doc_tokens
+        .map_or(String::new(), |n| format!(", first {n} tokens of each"));
     let mut s = format!(
-        "# Ablations\n\nBase `{}`, corpus `{}` (train → test, {} documents), {} steps × seq {}, commit `{}`.\n\
+        "# Ablations\n\nBase `{}`, corpus `{}` (train → test, {} documents{clip}), {} steps × seq {}{start}, commit `{}`.\n\
          Δ NLL = variant − full per document (nats/token; > 0 = worse), paired bootstrap 95% CI; \
          p = two-sided Wilcoxon signed-rank over documents, Holm-adjusted across variants.\n\n\
          | variant | seeds | token ppl (95% CI over seeds) | Δ NLL vs full [95% CI] | p (Wilcoxon) | p (Holm) |\n\

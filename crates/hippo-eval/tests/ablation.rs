@@ -67,11 +67,34 @@ fn summary_pairs_documents_and_holm_adjusts() {
         eval_docs: 8,
         train_steps: 1,
         seq_len: 8,
+        init_from: None,
+        eval_doc_tokens: None,
+        resamples: 2000,
+        variants: s.clone(),
+    });
+    assert!(
+        md.contains("| worse | 2 |") && md.contains("| full | 2 |"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("from the checkpoint") && !md.contains("first "),
+        "{md}"
+    );
+    let md = markdown(&AblationResults {
+        git_commit: "c".into(),
+        base_model: "m".into(),
+        corpus: "sotu".into(),
+        eval_docs: 3,
+        train_steps: 0,
+        seq_len: 8,
+        init_from: Some("runs/cal".into()),
+        eval_doc_tokens: Some(4096),
         resamples: 2000,
         variants: s,
     });
     assert!(
-        md.contains("| worse | 2 |") && md.contains("| full | 2 |"),
+        md.contains("3 documents, first 4096 tokens of each")
+            && md.contains("0 steps × seq 8, from the checkpoint `runs/cal`"),
         "{md}"
     );
 }

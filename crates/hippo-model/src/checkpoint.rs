@@ -338,13 +338,68 @@ fn comparable(config: &HippoFormerConfig) -> HippoFormerConfig {
 }
 
 /// Loads a checkpoint into `model`, whose base must have fingerprint `base.fingerprint` and
-/// whose config must equal the checkpoint's (but for `base_model`).
+/// whose config must equal the checkpoint's (but for `base_model`): what resuming and
+/// evaluating a checkpoint need.
 pub fn load_into(
     model: HippoFormer,
     dir: &Path,
     base: &BaseRef,
 ) -> Result<(HippoFormer, CheckpointMeta)> {
     let meta = verify(dir)?;
+    let saved = read_config(dir)?;
+    if comparable(&saved) != comparable(&model.config) {
+        return Err(ckpt_err(
+            dir,
+            format!(
+                "the checkpoint's config.toml differs from the model's config in {}; build the \
+                 model from the checkpoint's config (checkpoint::load), or load only its \
+                 weights (checkpoint::load_weights_into)",
+                config_differences(&saved, &model.config).join(", ")
+            ),
+        ));
+    }
+    load_verified(model, dir, meta, base)
+}
+
+/// The top-level config fields (but `base_model`) whose values differ between `a` and `b`,
+/// sorted by name.
+pub fn config_differences(a: &HippoFormerConfig, b: &HippoFormerConfig) -> Vec<String> {
+    let table = |c: &HippoFormerConfig| -> toml::Table {
+        toml::from_str(&comparable(c).to_toml()).unwrap_or_default()
+    };
+    let (a, b) = (table(a), table(b));
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Loads a checkpoint's tensors into `model`, whose config may differ from the checkpoint's
+/// (a variant of it: another buffer size, salience mode, decay, …) as long as the model has the
+/// same trainable tensors: the same count, names and shapes (an extra, missing or misshapen
+/// tensor is an error naming it). The base must have fingerprint `base.fingerprint`. What
+/// `train --init-from` and `ablate --init-from` do: start a variant from trained weights.
+pub fn load_weights_into(
+    model: HippoFormer,
+    dir: &Path,
+    base: &BaseRef,
+) -> Result<(HippoFormer, CheckpointMeta)> {
+    let meta = verify(dir)?;
+    load_verified(model, dir, meta, base)
+}
+
+/// [`load_weights_into`] after [`verify`] gave `meta`.
+fn load_verified(
+    model: HippoFormer,
+    dir: &Path,
+    meta: CheckpointMeta,
+    base: &BaseRef,
+) -> Result<(HippoFormer, CheckpointMeta)> {
     if meta.base.fingerprint != base.fingerprint {
         return Err(ckpt_err(
             dir,
@@ -353,14 +408,6 @@ pub fn load_into(
                  over the base it was trained on",
                 meta.base.path, meta.base.fingerprint, base.path, base.fingerprint
             ),
-        ));
-    }
-    let saved = read_config(dir)?;
-    if comparable(&saved) != comparable(&model.config) {
-        return Err(ckpt_err(
-            dir,
-            "the checkpoint's config.toml differs from the model's config; build the model \
-             from the checkpoint's config (checkpoint::load)",
         ));
     }
     let expected = checkpoint_tensors(&model)?;

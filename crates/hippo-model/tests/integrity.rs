@@ -197,3 +197,66 @@ fn the_attention_path_weights_round_trip_through_a_checkpoint() {
         .collect();
     assert_eq!(got, g);
 }
+
+/// A checkpoint's weights load into a variant's model (another buffer size and salience mode:
+/// the same trainable tensors), and only there: `load_into` refuses the variant by naming the
+/// fields that differ, and a variant with other tensor shapes is refused by `load_weights_into`.
+#[test]
+fn weights_load_into_a_variant_with_the_same_tensors_only() {
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small(HippoFormerConfig::default());
+    let mut m = HippoFormer::new(base(), cfg.clone(), &device()).unwrap();
+    let n = m.base.config().num_layers;
+    let g: Vec<f32> = (0..n).map(|l| 0.25 + l as f32).collect();
+    m.attention_weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(g.clone(), [n]),
+        &device(),
+    ));
+    let base_ref = BaseRef::of(&base_dir()).unwrap();
+    checkpoint::save(&m, dir.path(), 3, &base_ref).unwrap();
+
+    let variant = cfg
+        .with_overlay("buffer_size = 8\nsalience = \"random\"\n", "test")
+        .unwrap();
+    let fresh = || HippoFormer::new(base(), variant.clone(), &device()).unwrap();
+    let err = checkpoint::load_into(fresh(), dir.path(), &base_ref)
+        .err()
+        .expect("load_into needs the checkpoint's own config")
+        .to_string();
+    assert!(
+        err.contains("buffer_size, salience") && err.contains("load_weights_into"),
+        "{err}"
+    );
+    let (back, meta) = checkpoint::load_weights_into(fresh(), dir.path(), &base_ref).unwrap();
+    assert_eq!(meta.step, 3);
+    assert_eq!(back.config.buffer_size, 8, "the variant's config is kept");
+    let got: Vec<f32> = back
+        .attention_weight
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert_eq!(got, g, "the checkpoint's weights are loaded");
+    assert_eq!(
+        checkpoint::config_differences(&cfg, &variant),
+        ["buffer_size", "salience"]
+    );
+
+    // Other LoRA rank: other shapes, refused with the tensor named.
+    let other = HippoFormer::new(
+        base(),
+        HippoFormerConfig {
+            lora_r: 2,
+            ..cfg.clone()
+        },
+        &device(),
+    )
+    .unwrap();
+    let err = checkpoint::load_weights_into(other, dir.path(), &base_ref)
+        .err()
+        .expect("other shapes")
+        .to_string();
+    assert!(err.contains("shape") && err.contains("lora"), "{err}");
+}

@@ -179,8 +179,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Start a fresh run (step 0, new optimizer state, empty memory) from this checkpoint's
     /// trainable weights instead of the initialisation, e.g. one written by `cargo xtask
-    /// calibrate`. Its config must be the run's config (but for `base_model`); a `resume` that
-    /// finds a checkpoint of its own takes precedence.
+    /// calibrate`. The run's config may differ from the checkpoint's where the trainable tensors
+    /// stay the same (names and shapes; [`checkpoint::load_weights_into`]); the fields that differ
+    /// are logged. A `resume` that finds a checkpoint of its own takes precedence.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
     /// Log a plain line every N steps when stderr is not a terminal.
@@ -692,9 +693,18 @@ impl Trainer {
         if resumed_from.is_none()
             && let Some(dir) = &opts.init_from
         {
-            let (m, meta) = checkpoint::load_into(t.model, dir, &t.base_ref)?;
+            // The weights only: the run's config may be a variant of the checkpoint's (another
+            // buffer size, salience mode, …) as long as the trainable tensors match.
+            let differs =
+                checkpoint::config_differences(&checkpoint::read_config(dir)?, &t.model.config);
+            let (m, meta) = checkpoint::load_weights_into(t.model, dir, &t.base_ref)?;
             t.model = m;
-            tracing::info!(checkpoint = %dir.display(), from_step = meta.step, "initialised from");
+            tracing::info!(
+                checkpoint = %dir.display(),
+                from_step = meta.step,
+                config_differs_in = ?differs,
+                "initialised from"
+            );
         }
         let devices: Vec<Device> = std::iter::once(t.ad.clone())
             .chain(opts.extra_devices.iter().map(autodiff))
