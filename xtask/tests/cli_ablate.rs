@@ -35,7 +35,11 @@ fn run(s: &Setup, args: &[&str]) -> (i32, String) {
 }
 
 fn read_run(dir: &Path, variant: &str) -> RunResult {
-    let path = dir.join("runs").join(variant).join("seed-0").join("eval.json");
+    let path = dir
+        .join("runs")
+        .join(variant)
+        .join("seed-0")
+        .join("eval.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -144,7 +148,10 @@ fn ablate_from_a_checkpoint_evaluates_its_weights_under_each_variant() {
     );
     let random = read_run(&out, "random_salience");
     assert!(random.config.to_toml().contains("salience = \"random\""));
-    assert_eq!(random.config.buffer_size, 16, "the checkpoint's buffer size");
+    assert_eq!(
+        random.config.buffer_size, 16,
+        "the checkpoint's buffer size"
+    );
     let results: AblationResults =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results.train_steps, 0);
@@ -167,7 +174,10 @@ fn ablate_from_a_checkpoint_evaluates_its_weights_under_each_variant() {
     assert_eq!(full8.config.buffer_size, 8);
     assert_eq!(none8.config.buffer_size, 8);
     assert!(none8.config.to_toml().contains("salience = \"off\""));
-    assert_eq!(none8.config.lora_r, 4, "the checkpoint's other fields are kept");
+    assert_eq!(
+        none8.config.lora_r, 4,
+        "the checkpoint's other fields are kept"
+    );
 
     // Bad input exits 2 with a message naming it.
     let fresh = tmp.path().join("fresh");

@@ -222,8 +222,7 @@ fn weights_load_into_a_variant_with_the_same_tensors_only() {
         .unwrap();
     let fresh = || HippoFormer::new(base(), variant.clone(), &device()).unwrap();
     let err = checkpoint::load_into(fresh(), dir.path(), &base_ref)
-        .err()
-        .expect("load_into needs the checkpoint's own config")
+        .expect_err("load_into needs the checkpoint's own config")
         .to_string();
     assert!(
         err.contains("buffer_size, salience") && err.contains("load_weights_into"),
@@ -255,8 +254,7 @@ fn weights_load_into_a_variant_with_the_same_tensors_only() {
     )
     .unwrap();
     let err = checkpoint::load_weights_into(other, dir.path(), &base_ref)
-        .err()
-        .expect("other shapes")
+        .expect_err("other shapes")
         .to_string();
     assert!(err.contains("shape") && err.contains("lora"), "{err}");
 }

@@ -109,4 +109,3 @@ pub fn setup() -> Setup {
         tmp,
     }
 }
-
