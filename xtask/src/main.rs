@@ -23,6 +23,12 @@ mod train;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: tensor code allocates and frees buffers of
+/// megabytes many times per forward, and glibc hands those back to the OS (mmap/munmap), so
+/// each one comes back as fresh pages the kernel must fault in and zero.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// HippoFormer-rs tasks.
