@@ -40,6 +40,9 @@ pub struct PriorityBuffer {
     /// How queries are compared with keys.
     #[module(skip)]
     pub scoring: Scoring,
+    /// Recent positions protected from eviction (0: none); see
+    /// [`PriorityBufferConfig::protect_recent`](crate::PriorityBufferConfig::protect_recent).
+    pub protect_recent: usize,
     /// `ln θ`, the learned log score scale (`θ` multiplies the similarity).
     pub log_score_scale: Param<Tensor<1>>,
 }
@@ -366,6 +369,22 @@ impl PriorityBuffer {
             .clone()
             .mask_fill(candidate.bool_not(), f32::NEG_INFINITY);
         let pool = Tensor::cat(vec![eff_old, cand_key], 1);
+        // Protection: an entry that will lie fewer than `protect_recent` positions before the
+        // next segment (position after the write > −protect_recent, i.e. now > T − protect_recent)
+        // keeps its key; every other key k > 0 becomes −1/k < 0, below all protected keys and in
+        // the same order among themselves. Keys are positive (importance > θ ≥ 0), and −∞ stays.
+        let pool = if self.protect_recent == 0 {
+            pool
+        } else {
+            let edge = t as f32 - self.protect_recent as f32;
+            let token_pos: Vec<f32> = (0..b).flat_map(|_| (0..t).map(|i| i as f32)).collect();
+            let token_pos = Tensor::<2>::from_data(TensorData::new(token_pos, [b, t]), &device);
+            let positions = Tensor::cat(vec![state.positions.clone(), token_pos], 1);
+            let old = positions.lower_equal_elem(edge);
+            let finite = pool.clone().is_finite();
+            let demoted = pool.clone().clamp_min(f32::MIN_POSITIVE).recip().neg();
+            pool.mask_where(old.bool_and(finite), demoted)
+        };
 
         // Keep the M largest finite keys; ties go to the earlier pool position. `kth` is the M-th
         // largest key of each row; every key above it is kept, and the first `need` keys equal to

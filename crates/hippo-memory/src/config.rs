@@ -92,6 +92,13 @@ pub struct PriorityBufferConfig {
     /// `ln θ`): 1 keeps the reference's `q·k/√D`; a cosine score needs a large one (≈ 10–40).
     #[config(default = 1.0)]
     pub score_scale: f64,
+    /// Recent positions protected from eviction: an entry fewer than this many positions before
+    /// the next segment's first token outranks every older one at a write, whatever their
+    /// priorities (among themselves, each group is ranked by effective priority as usual).
+    /// A base layer with a sliding window of `W` reads only entries inside its window, so
+    /// `W` here keeps those for it; 0 turns protection off.
+    #[config(default = 0)]
+    pub protect_recent: usize,
 }
 
 impl PriorityBufferConfig {
@@ -147,6 +154,7 @@ impl PriorityBufferConfig {
             priority_threshold: self.priority_threshold,
             temperature: self.temperature,
             scoring: self.scoring,
+            protect_recent: self.protect_recent,
             log_score_scale: Param::from_tensor(Tensor::from_floats(
                 [self.score_scale.ln() as f32],
                 device,

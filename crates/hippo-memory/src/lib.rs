@@ -30,6 +30,10 @@
 //!    first; once full, a newcomer evicts the entry of lowest effective priority only if its own
 //!    priority is strictly higher" — because that rule always holds the top-`M` of what it has
 //!    seen.
+//!    With `protect_recent = W > 0`, the pool is ranked by (protected, key) instead: an entry
+//!    or token that will lie fewer than `W` positions before the next segment (position after
+//!    the write `> −W`; a sliding-window layer of width `W` can read exactly those) outranks
+//!    every other, and the rule above holds within each group.
 //! 3. Selected existing entries stay in their slots. The `j`-th selected newcomer (token order)
 //!    goes to the `j`-th freed slot (slot order), freed = empty or evicted.
 //!

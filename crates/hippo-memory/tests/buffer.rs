@@ -1082,3 +1082,69 @@ fn positions_and_payloads_follow_their_entries_through_writes_and_eviction() {
         .expect_err("a write without a payload into a state with payloads");
     assert!(matches!(err, MemoryError::Shape { .. }), "{err:?}");
 }
+
+/// `protect_recent`: entries that will lie fewer than that many positions before the next
+/// segment outrank every older one, whatever the priorities; among each group the priority rule
+/// is unchanged. Checked by hand against the same writes without protection.
+#[test]
+fn protected_recent_entries_outrank_older_ones_by_hand() {
+    let device = device();
+    let buffer_with = |protect: usize| {
+        PriorityBufferConfig::new(1)
+            .with_capacity(3)
+            .with_max_replay_rounds(1)
+            .with_protect_recent(protect)
+            .init(&device)
+    };
+    let run = |buffer: &PriorityBuffer| {
+        let write = |state, imp: &[f64]| {
+            let t = imp.len();
+            // Each token's state is its importance, to tell entries apart.
+            buffer
+                .write(
+                    state,
+                    tensor3(imp, [1, t, 1], &device),
+                    tensor2(imp, [1, t], &device),
+                    mask2(&vec![true; t], [1, t], &device),
+                )
+                .expect("write")
+                .0
+        };
+        // Segment 1 (T = 2): two strong entries at positions −2 and −1 after the write.
+        let state = write(buffer.empty_state(1, &device), &[5.0, 4.0]);
+        // Segment 2 (T = 2): two weak tokens, now at −2 and −1; the strong ones move to −4, −3.
+        let state = write(buffer.age(state), &[2.0, 1.5]);
+        let mut kept: Vec<(f64, f64)> = host(&state.positions)
+            .into_iter()
+            .zip(host(&state.states))
+            .zip(host_bool(&state.valid))
+            .filter(|(_, v)| *v)
+            .map(|(e, _)| e)
+            .collect();
+        kept.sort_by(|a, b| a.0.total_cmp(&b.0));
+        kept
+    };
+    // Priorities alone: 5·0.9 and 4·0.9 outrank 2.0; 1.5 is the one left out.
+    assert_eq!(
+        run(&buffer_with(0)),
+        vec![(-4.0, 5.0), (-3.0, 4.0), (-2.0, 2.0)]
+    );
+    // A query at position 0 reads an entry at p only if 0 − p < W: protecting W = 2 keeps −1
+    // (the 1.5 token, the weakest of all), and the two strongest of the rest fill the slots.
+    assert_eq!(
+        run(&buffer_with(2)),
+        vec![(-4.0, 5.0), (-3.0, 4.0), (-1.0, 1.5)]
+    );
+    // W = 3 protects −2 and −1: both weak tokens stay, the 5.0 entry takes the last slot.
+    assert_eq!(
+        run(&buffer_with(3)),
+        vec![(-4.0, 5.0), (-2.0, 2.0), (-1.0, 1.5)]
+    );
+    // W = 4 protects −3 too, so the 4.0 entry beats the stronger 5.0 one at −4.
+    assert_eq!(
+        run(&buffer_with(4)),
+        vec![(-3.0, 4.0), (-2.0, 2.0), (-1.0, 1.5)]
+    );
+    // Protecting everything ranks by priority again, as without protection.
+    assert_eq!(run(&buffer_with(10)), run(&buffer_with(0)));
+}

@@ -191,6 +191,11 @@ pub struct HippoFormerConfig {
     /// Initial score scale `θ` of retrieval (an inverse temperature on the similarity; learned,
     /// and set by `cargo xtask calibrate`).
     pub memory_score_scale: f64,
+    /// Recent positions the buffer never evicts for older entries, whatever their priorities
+    /// (0: off, priorities alone decide). A sliding-window layer of the base reads only the
+    /// entries inside its window (Gemma-3-270M: 512), so protecting that many keeps what those
+    /// layers can read, and salience then decides only among older entries.
+    pub memory_protect_recent: usize,
     /// Weight of the salience gate's usefulness loss: binary cross-entropy of salience against
     /// `σ(NLL_t − mean NLL)`, how much worse than average the model predicts the token that
     /// follows position `t` — the token an entry written at `t` would offer later (see
@@ -247,6 +252,7 @@ impl Default for HippoFormerConfig {
             memory_attention: MemoryAttention::All,
             memory_scoring: MemoryScoring::Cosine,
             memory_score_scale: 40.0,
+            memory_protect_recent: 0,
             usefulness_weight: 1.0,
             seed: 0,
             precision: Precision::F32,

@@ -194,6 +194,7 @@ impl HippoFormer {
             .with_temperature(config.soft_topk_temperature)
             .with_scoring(config.memory_scoring)
             .with_score_scale(config.memory_score_scale)
+            .with_protect_recent(config.memory_protect_recent)
             .try_init(device)?;
         let fusion = OutputFusion::new(d, config.fusion_n_heads, config.fusion_dropout, device);
         let mix = ProbabilityMix::new(d, device);
