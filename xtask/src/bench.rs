@@ -90,6 +90,33 @@ pub struct BenchReport {
     pub eval: Option<EvalBench>,
     /// Training throughput.
     pub train: Option<TrainBench>,
+    /// Cores busy in each section: the process's CPU time (user + system) over the section's
+    /// wall time, in section order; empty where `/proc/self/stat` is unreadable (not Linux).
+    pub cores_busy: Vec<(String, f64)>,
+}
+
+/// The process's CPU time so far (user + system, every thread), in seconds, from
+/// `/proc/self/stat`; `None` where it cannot be read.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name's closing parenthesis start at field 3 (state); utime and
+    // stime are fields 14 and 15, in clock ticks of USER_HZ, which Linux fixes at 100.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Runs `f` and records the cores it kept busy (CPU time over wall time) under `name`.
+fn busy<T>(log: &mut Vec<(String, f64)>, name: &str, f: impl FnOnce() -> T) -> T {
+    let (cpu, wall) = (process_cpu_seconds(), Instant::now());
+    let out = f();
+    let secs = wall.elapsed().as_secs_f64();
+    if let (Some(a), Some(b)) = (cpu, process_cpu_seconds())
+        && secs > 0.0
+    {
+        log.push((name.to_string(), (b - a) / secs));
+    }
+    out
 }
 
 /// HippoFormer forward overhead (read-only forward of one segment, scored: the log-probability
@@ -446,7 +473,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let model = load_from(&location, &device)?;
     let cfg = model.config().clone();
 
-    let matmul = matmul_gflops(&device, 1024);
+    let mut cores = Vec::new();
+    let matmul = busy(&mut cores, "matmul", || matmul_gflops(&device, 1024));
 
     // Forward: a fixed pseudo-random id sequence (BOS first).
     let n = args.forward_tokens.max(2);
@@ -455,8 +483,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     let x = model.ids_tensor(std::slice::from_ref(&ids), &device)?;
     let _ = model.forward(x.clone(), None).logits.into_data(); // warm-up
-    let t = best_of(3, || {
-        let _ = model.forward(x.clone(), None).logits.into_data();
+    let t = busy(&mut cores, "forward", || {
+        best_of(3, || {
+            let _ = model.forward(x.clone(), None).logits.into_data();
+        })
     });
     let forward_tok_s = n as f64 / t.as_secs_f64();
     let forward_bf16_tok_s = if device.supports_dtype(burn::tensor::DType::BF16) {
@@ -471,7 +501,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let gflop_tok = cfg.flops_per_token(n / 2) / 1e9;
 
-    let decode_tok_s = decode_rate(&model, &ids, args.decode_tokens, &device)?;
+    let decode_tok_s = busy(&mut cores, "decode", || {
+        decode_rate(&model, &ids, args.decode_tokens, &device)
+    })?;
     let decode_f16_head_tok_s = if args.device == "ndarray" {
         None
     } else {
@@ -484,7 +516,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None
     } else {
         tracing::info!("HippoFormer forward overhead");
-        Some(hippo_overhead(&model, &config, &ids, &device)?)
+        Some(busy(&mut cores, "hippoformer forward", || {
+            hippo_overhead(&model, &config, &ids, &device)
+        })?)
     };
     let tok = if args.no_eval && args.no_train {
         None
@@ -494,22 +528,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let eval = match (&tok, args.no_eval) {
         (Some(tok), false) => {
             tracing::info!("evaluation throughput");
-            Some(eval_throughput(&model, &config, tok, args, &device)?)
+            Some(busy(&mut cores, "evaluation", || {
+                eval_throughput(&model, &config, tok, args, &device)
+            })?)
         }
         _ => None,
     };
     let train = match (&tok, args.no_train) {
         (Some(tok), false) => {
             tracing::info!("training throughput");
-            Some(train_throughput(
-                &model,
-                location.path(),
-                &config,
-                tok,
-                args,
-                matmul,
-                &device,
-            )?)
+            Some(busy(&mut cores, "training", || {
+                train_throughput(&model, location.path(), &config, tok, args, matmul, &device)
+            })?)
         }
         _ => None,
     };
@@ -526,6 +556,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         hippo,
         eval,
         train,
+        cores_busy: cores,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -579,6 +610,51 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 100.0 * t.fraction_of_matmul
             );
         }
+        if !report.cores_busy.is_empty() {
+            let sections: Vec<String> = report
+                .cores_busy
+                .iter()
+                .map(|(name, c)| format!("{name} {c:.2}"))
+                .collect();
+            println!(
+                "cores busy            {} (process CPU time / wall time, of {} available)",
+                sections.join(", "),
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU-time counter advances while this thread spins, and `busy` records the share of
+    /// one core that a single spinning thread keeps busy: above 0, at most the machine's cores.
+    #[test]
+    fn cores_busy_counts_the_cpu_time_of_a_spinning_thread() {
+        let Some(start) = process_cpu_seconds() else {
+            panic!("/proc/self/stat is unreadable (this test runs on Linux)");
+        };
+        let mut log = Vec::new();
+        let spun = busy(&mut log, "spin", || {
+            let t = Instant::now();
+            let mut x = 0u64;
+            while process_cpu_seconds().is_some_and(|c| c - start < 0.1)
+                && t.elapsed() < Duration::from_secs(20)
+            {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            x
+        });
+        std::hint::black_box(spun);
+        let used = process_cpu_seconds().expect("readable") - start;
+        assert!(used >= 0.1, "spun for {used} s of CPU time");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert_eq!(log.len(), 1);
+        let (name, c) = &log[0];
+        assert_eq!(name, "spin");
+        assert!(*c > 0.0 && *c <= cores + 0.2, "cores busy {c}");
+    }
 }

@@ -29,6 +29,24 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (`mimalloc.h` of libmimalloc-sys
+/// 0.1.49, pinned in the workspace); a test checks that it and its neighbours hold their
+/// defaults (`options.c`: the purge delay's is 1,000 ms).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to give freed memory back to the OS (purge delay −1) unless the user
+/// set `MIMALLOC_PURGE_DELAY`. With its default delay (1 s), training over a full buffer still
+/// spent more time in the kernel, faulting in and zeroing pages, than in user code
+/// (BENCHMARKS.md, "Allocator"). The cost is a peak resident size that is not returned.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's global integer options; mimalloc reads it at each
+        // purge decision, and no memory is touched here.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    }
+}
+
 use clap::{Parser, Subcommand};
 
 /// HippoFormer-rs tasks.
@@ -173,6 +191,7 @@ pub fn tokenized_split(
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -227,6 +246,32 @@ fn main() -> ExitCode {
                         })
             });
             ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The option index the purge setting uses is mimalloc's purge delay: it and its neighbours
+    /// hold the defaults of `options.c` (deprecated_segment_reset 0, deprecated_eager_commit_delay
+    /// 1, purge_delay 1000, use_numa_nodes 0, disallow_os_alloc 0), and setting it reads back.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the user's setting, not the default, is what the option holds
+        }
+        // SAFETY: reads and sets mimalloc's global integer options; no memory is touched.
+        unsafe {
+            let neighbours: Vec<_> = (13..=17)
+                .map(|o| libmimalloc_sys::mi_option_get(o))
+                .collect();
+            assert_eq!(neighbours, [0, 1, 1000, 0, 0]);
+            super::keep_freed_memory();
+            assert_eq!(
+                libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY),
+                -1
+            );
         }
     }
 }
