@@ -43,6 +43,13 @@ pub fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
         },
     ));
     all.push((
+        "protect_recent",
+        HippoFormerConfig {
+            memory_protect_recent: 8,
+            ..d.clone()
+        },
+    ));
+    all.push((
         "drift_always",
         HippoFormerConfig {
             drift_always_correct: true,
