@@ -194,7 +194,9 @@ pub struct HippoFormerConfig {
     /// Recent positions the buffer never evicts for older entries, whatever their priorities
     /// (0: off, priorities alone decide). A sliding-window layer of the base reads only the
     /// entries inside its window (Gemma-3-270M: 512), so protecting that many keeps what those
-    /// layers can read, and salience then decides only among older entries.
+    /// layers can read, and salience then decides only among older entries. Default 512: on
+    /// the 11 SOTU test addresses at buffer 1,024 it lowered the NLL of every address (mean
+    /// −0.0061 nats/token with learned salience; README, "Salience").
     pub memory_protect_recent: usize,
     /// Weight of the salience gate's usefulness loss: binary cross-entropy of salience against
     /// `σ(NLL_t − mean NLL)`, how much worse than average the model predicts the token that
@@ -252,7 +254,7 @@ impl Default for HippoFormerConfig {
             memory_attention: MemoryAttention::All,
             memory_scoring: MemoryScoring::Cosine,
             memory_score_scale: 40.0,
-            memory_protect_recent: 0,
+            memory_protect_recent: 512,
             usefulness_weight: 1.0,
             seed: 0,
             precision: Precision::F32,

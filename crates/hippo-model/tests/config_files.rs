@@ -43,6 +43,7 @@ fn the_reference_config_is_the_reference_memory() {
     assert_eq!(cfg.memory_score_scale, 1.0);
     assert_eq!(cfg.decay_rate, 0.9);
     assert_eq!(cfg.usefulness_weight, 0.0);
+    assert_eq!(cfg.memory_protect_recent, 0);
     // Everything else is the default.
     let back = HippoFormerConfig {
         memory_value: MemoryValue::NextToken,
@@ -51,6 +52,7 @@ fn the_reference_config_is_the_reference_memory() {
         memory_score_scale: 40.0,
         decay_rate: 0.98,
         usefulness_weight: 1.0,
+        memory_protect_recent: 512,
         ..cfg
     };
     assert_eq!(back, HippoFormerConfig::default());

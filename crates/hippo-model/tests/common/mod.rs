@@ -43,7 +43,7 @@ pub fn configs() -> Vec<(&'static str, HippoFormerConfig)> {
         },
     ));
     all.push((
-        "protect_recent",
+        "protect_recent_8",
         HippoFormerConfig {
             memory_protect_recent: 8,
             ..d.clone()
