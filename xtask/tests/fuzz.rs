@@ -484,14 +484,7 @@ const WORDS: [&str; 12] = [
 ];
 
 fn tokenizer_json() -> String {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["<pad>", "<eos>", "<bos>", "<unk>"]
-        .iter()
-        .chain(WORDS.iter())
-        .enumerate()
-    {
-        vocab.insert((*t).to_string(), serde_json::json!(i));
-    }
+    let vocab = common::word_vocab(&WORDS);
     serde_json::to_string_pretty(&serde_json::json!({
         "version": "1.0",
         "truncation": null,

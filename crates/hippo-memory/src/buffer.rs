@@ -369,6 +369,10 @@ impl PriorityBuffer {
             .clone()
             .mask_fill(candidate.bool_not(), f32::NEG_INFINITY);
         let pool = Tensor::cat(vec![eff_old, cand_key], 1);
+        // Each token's position in the segment, `[B, T]`: where a stored token will sit, and
+        // (with protection) whether it is recent.
+        let token_pos: Vec<f32> = (0..b).flat_map(|_| (0..t).map(|i| i as f32)).collect();
+        let token_pos = Tensor::<2>::from_data(TensorData::new(token_pos, [b, t]), &device);
         // Protection: an entry that will lie fewer than `protect_recent` positions before the
         // next segment (position after the write > −protect_recent, i.e. now > T − protect_recent)
         // keeps its key; every other key k > 0 becomes −1/k < 0, below all protected keys and in
@@ -377,9 +381,7 @@ impl PriorityBuffer {
             pool
         } else {
             let edge = t as f32 - self.protect_recent as f32;
-            let token_pos: Vec<f32> = (0..b).flat_map(|_| (0..t).map(|i| i as f32)).collect();
-            let token_pos = Tensor::<2>::from_data(TensorData::new(token_pos, [b, t]), &device);
-            let positions = Tensor::cat(vec![state.positions.clone(), token_pos], 1);
+            let positions = Tensor::cat(vec![state.positions.clone(), token_pos.clone()], 1);
             let old = positions.lower_equal_elem(edge);
             let finite = pool.clone().is_finite();
             let demoted = pool.clone().clamp_min(f32::MIN_POSITIVE).recip().neg();
@@ -426,8 +428,6 @@ impl PriorityBuffer {
                 .clone()
                 .unwrap_or_else(|| Tensor::zeros([b, m, w], &device))
         });
-        let token_pos: Vec<f32> = (0..b).flat_map(|_| (0..t).map(|i| i as f32)).collect();
-        let token_pos = Tensor::<1>::from_data(TensorData::new(token_pos, [b * t]), &device);
         let (positions_out, payload_out) = if moved == 0 {
             (state.positions.clone(), held_payload)
         } else {

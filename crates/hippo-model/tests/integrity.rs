@@ -189,13 +189,12 @@ fn the_attention_path_weights_round_trip_through_a_checkpoint() {
     assert!(names.iter().any(|p| p == "attention_weight"), "{names:?}");
     checkpoint::save(&m, dir.path(), 1, &BaseRef::of(&base_dir()).unwrap()).unwrap();
     let (back, _) = checkpoint::load(base(), &base_dir(), dir.path(), &device()).unwrap();
-    let got: Vec<f32> = back
-        .attention_weight
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
-    assert_eq!(got, g);
+    assert_eq!(attention_weights(&back), g);
+}
+
+/// The attention path's per-layer weights `g` of `m`.
+fn attention_weights(m: &HippoFormer) -> Vec<f32> {
+    m.attention_weight.val().into_data().iter::<f32>().collect()
 }
 
 /// A checkpoint's weights load into a variant's model (another buffer size and salience mode:
@@ -231,13 +230,11 @@ fn weights_load_into_a_variant_with_the_same_tensors_only() {
     let (back, meta) = checkpoint::load_weights_into(fresh(), dir.path(), &base_ref).unwrap();
     assert_eq!(meta.step, 3);
     assert_eq!(back.config.buffer_size, 8, "the variant's config is kept");
-    let got: Vec<f32> = back
-        .attention_weight
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
-    assert_eq!(got, g, "the checkpoint's weights are loaded");
+    assert_eq!(
+        attention_weights(&back),
+        g,
+        "the checkpoint's weights are loaded"
+    );
     assert_eq!(
         checkpoint::config_differences(&cfg, &variant),
         ["buffer_size", "salience"]

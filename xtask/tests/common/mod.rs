@@ -30,17 +30,21 @@ pub const WORDS: [&str; 24] = [
     "tree", "it", "was", "green", "small", "big", "house", "by", "river", ".",
 ];
 
-/// A word-level tokenizer.json for the fixture's vocabulary of 256: `<pad>` 0, `<eos>` 1,
-/// `<bos>` 2, `<unk>` 3, then the words.
-pub fn tokenizer_json() -> String {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["<pad>", "<eos>", "<bos>", "<unk>"]
+/// The vocabulary of a word-level tokenizer: `<pad>` 0, `<eos>` 1, `<bos>` 2, `<unk>` 3, then
+/// `words` in order.
+pub fn word_vocab(words: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    ["<pad>", "<eos>", "<bos>", "<unk>"]
         .iter()
-        .chain(WORDS.iter())
+        .chain(words)
         .enumerate()
-    {
-        vocab.insert((*t).to_string(), serde_json::json!(i));
-    }
+        .map(|(i, t)| ((*t).to_string(), serde_json::json!(i)))
+        .collect()
+}
+
+/// A word-level tokenizer.json for the fixture's vocabulary of 256: [`word_vocab`] of
+/// [`WORDS`].
+pub fn tokenizer_json() -> String {
+    let vocab = word_vocab(&WORDS);
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
