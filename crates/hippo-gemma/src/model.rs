@@ -368,6 +368,22 @@ impl Attention {
     }
 }
 
+/// The tanh approximation of GELU, `x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))`, written as
+/// `x·σ(2√(2/π)·x(1 + 0.044715x²))` (the same function: `(1 + tanh z)/2 = σ(2z)`). Burn's
+/// `gelu_approximate` computes `x³` with `powf` and then a `tanh`; here the cube is two multiplies
+/// and the one transcendental is the backend's sigmoid: two of eight elementwise passes fewer,
+/// and no `powf` (2% of a forward in the profile, README "Speed").
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const TWO_K: f64 = 2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
+    let inner = x
+        .clone()
+        .mul(x.clone())
+        .mul_scalar(TWO_K * 0.044715)
+        .add_scalar(TWO_K)
+        .mul(x.clone());
+    x.mul(activation::sigmoid(inner))
+}
+
 /// GeGLU feed-forward: `down(gelu(gate(x)) * up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -396,7 +412,7 @@ impl Mlp {
         let gate = if self.exact_gelu {
             activation::gelu(gate)
         } else {
-            activation::gelu_approximate(gate)
+            gelu_tanh(gate)
         };
         project(&self.down_proj, gate.mul(project(&self.up_proj, x, p)), p)
     }
