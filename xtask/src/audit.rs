@@ -93,9 +93,10 @@ pub fn run(args: &AuditArgs) -> Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let width = reports.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
         for (n, leaky, r) in &reports {
             println!(
-                "{:<16} {}  max |Δlogit| at t ≤ {}: {:e}   after: {:e}{}",
+                "{:<width$} {}  max |Δlogit| at t ≤ {}: {:e}   after: {:e}{}",
                 n,
                 if r.passed { "PASS" } else { "FAIL" },
                 r.cut,

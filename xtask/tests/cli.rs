@@ -98,8 +98,8 @@ fn audit_passes_for_the_default_and_fails_for_the_pooled_query() {
         "8",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    // The config and its 10 ablations.
-    assert_eq!(out.matches("PASS").count(), 11, "{out}");
+    // The config and its 11 ablations.
+    assert_eq!(out.matches("PASS").count(), 12, "{out}");
     let (code, out, _) = xtask(&[
         "audit-causality",
         "--model",

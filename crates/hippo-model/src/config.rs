@@ -36,6 +36,10 @@ pub enum SalienceMode {
     Off,
     /// Seeded uniform random salience per token (a control for the gate).
     Random,
+    /// No gate: salience is the segment's own surprise at the token each entry would offer,
+    /// `1 − p(x_{t+1})` under this segment's prediction, known once the segment has been read
+    /// (computed at the write, so the reading is unchanged).
+    Surprise,
 }
 
 /// What the hidden-space fusion path reads from memory (the probability path always reads
@@ -461,7 +465,7 @@ impl HippoFormerConfig {
         Ok(())
     }
 
-    /// This config with each ablation applied, by name: salience off, random salience, memory
+    /// This config with each ablation applied, by name: salience off, random salience, surprise salience, memory
     /// off, drift off, fusion off, each fusion space, hidden-state values, the attention path
     /// switched (on where the config has it off, off otherwise). The causality audit and the
     /// tests iterate over these.
@@ -478,6 +482,13 @@ impl HippoFormerConfig {
                 "salience_random",
                 Self {
                     salience: SalienceMode::Random,
+                    ..self.clone()
+                },
+            ),
+            (
+                "salience_surprise",
+                Self {
+                    salience: SalienceMode::Surprise,
                     ..self.clone()
                 },
             ),

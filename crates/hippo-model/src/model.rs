@@ -290,7 +290,9 @@ impl HippoFormer {
                     gate: Some(out),
                 }
             }
-            SalienceMode::Off => from_values(valid.clone().float().mul_scalar(0.5)),
+            SalienceMode::Off | SalienceMode::Surprise => {
+                from_values(valid.clone().float().mul_scalar(0.5))
+            }
             SalienceMode::Random => {
                 // u(seed, row, position, token id): deterministic, and a token's value depends on
                 // nothing after it.
@@ -696,15 +698,42 @@ impl HippoFormer {
                     .into(),
             ));
         }
+        let importance = match self.config.salience {
+            SalienceMode::Surprise => {
+                let [lo, hi] = self.config.importance_range;
+                self.surprise(segment, &next)
+                    .mul_scalar(hi - lo)
+                    .add_scalar(lo)
+            }
+            _ => segment.salience.importance.clone().detach(),
+        };
         let (state, outcome) = self.memory.write_entries(
             state,
             segment.hidden.clone().detach(),
             next,
             segment.attention_payload.clone(),
-            segment.salience.importance.clone().detach(),
+            importance,
             writable,
         )?;
         Ok((self.memory.age(state), Some(outcome)))
+    }
+
+    /// `1 − p(x_{t+1})` `[B, T]` under a read segment's prediction (detached; any value where
+    /// there is no next token). Computes the LM head over every position if `segment` holds
+    /// only the last one.
+    fn surprise(&self, segment: &SegmentOutput, next: &Tensor<2, Int>) -> Tensor<2> {
+        let y = next.clone().clamp_min(0);
+        let [b, t] = y.dims();
+        let lp = if segment.lm_logits.dims()[1] == t {
+            Self::target_log_probs(segment, y)
+        } else {
+            let z = self.base.lm_head(segment.fused.clone().detach());
+            z.clone()
+                .gather(2, y.reshape([b, t, 1]))
+                .reshape([b, t])
+                .sub(log_sum_exp(z))
+        };
+        lp.detach().exp().neg().add_scalar(1.0).clamp(0.0, 1.0)
     }
 
     /// The next token of every position of a segment (`ids[t + 1]`, [`NO_NEXT_TOKEN`] at the

@@ -301,3 +301,64 @@ fn the_attention_path_needs_a_payload_at_every_commit() {
     let err = model.commit(state, &out).unwrap_err().to_string();
     assert!(err.contains("keys and values"), "{err}");
 }
+
+/// `salience = "surprise"`: each stored entry's priority is `lo + (hi − lo)·(1 − p(x_{t+1}))`,
+/// `p` the segment's own softmax at the token the entry stores, computed here by hand from the
+/// logits.
+#[test]
+fn surprise_salience_stores_each_entry_with_its_surprise_by_hand() {
+    use burn::tensor::activation::log_softmax;
+    use hippo_model::SalienceMode;
+    let cfg = HippoFormerConfig {
+        salience: SalienceMode::Surprise,
+        ..small(HippoFormerConfig::default())
+    };
+    let [lo, hi] = cfg.importance_range;
+    let model = HippoFormer::new(base(), cfg, &device()).unwrap();
+    let rows = stream(1, 12, 3);
+    let (ids, valid) = tensors(&rows, 0, 12);
+    let (out, state) = model
+        .step(ids, valid, model.empty_state(1, &device()))
+        .unwrap();
+    let logp = to_vec(log_softmax(out.logits(), 2));
+    let v = logp.len() / 12;
+    let pos = to_vec(state.positions.clone());
+    let pri = to_vec(state.priorities.clone());
+    let held: Vec<bool> = state
+        .valid
+        .clone()
+        .into_data()
+        .convert::<bool>()
+        .try_into_vec::<bool>()
+        .unwrap();
+    let mut seen = Vec::new();
+    for (slot, &h) in held.iter().enumerate() {
+        if !h {
+            continue;
+        }
+        // Positions count back from the next segment: the token at t sits at t − 12.
+        let t = (pos[slot] + 12.0).round() as usize;
+        let next = rows[0][t + 1] as usize;
+        let p = logp[t * v + next].exp() as f64;
+        let want = lo + (hi - lo) * (1.0 - p);
+        assert!(
+            (pri[slot] as f64 - want).abs() < 1e-4,
+            "slot {slot} (t = {t}): priority {} vs 1 − p by hand {want}",
+            pri[slot]
+        );
+        seen.push(t);
+    }
+    seen.sort_unstable();
+    // Every position with a next token in the segment, except the BOS input, was written.
+    assert_eq!(seen, (1..11).collect::<Vec<_>>());
+    let spread = pri
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(p, _)| *p)
+        .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p), b.max(p)));
+    assert!(
+        spread.1 - spread.0 > 1e-3,
+        "priorities are all equal: {spread:?}"
+    );
+}
