@@ -312,7 +312,9 @@ impl Attention {
             is_causal: false,
         };
         let out = match memory {
-            None => attention(q, k, v, Some(mask.expand([b, h, t, s])), None, options),
+            // Masks and biases go in with one head ([B or 1, 1, T, S]): the backend reads the
+            // same tile for every head instead of a copy per head.
+            None => attention(q, k, v, Some(mask), None, options),
             Some(mem) => {
                 let m = mem.positions.dims()[1];
                 let (mcos, msin) =
@@ -337,20 +339,14 @@ impl Attention {
                         unreadable.bool_or(back.greater_equal_elem(w as f32))
                     }
                 };
-                let mask = Tensor::cat(vec![unreadable, mask.expand([b, 1, t, s])], 3).expand([
-                    b,
-                    h,
-                    t,
-                    m + s,
-                ]);
+                let mask = Tensor::cat(vec![unreadable, mask.expand([b, 1, t, s])], 3);
                 let bias = mem
                     .bias
                     .clone()
                     .mask_fill(mem.bias.clone().is_finite().bool_not(), 0.0)
                     .reshape([b, 1, 1, m])
                     .expand([b, 1, t, m]);
-                let bias = Tensor::cat(vec![bias, Tensor::zeros([b, 1, t, s], &device)], 3)
-                    .expand([b, h, t, m + s]);
+                let bias = Tensor::cat(vec![bias, Tensor::zeros([b, 1, t, s], &device)], 3);
                 let bias = cast(bias);
                 attention(
                     q,
