@@ -361,10 +361,13 @@ fn stream_pass(
             .collect();
         let y = step.tensors.gather_targets();
         let v = out.lm_logits.dims()[2];
-        let lp =
-            burn::tensor::activation::log_softmax(out.lm_logits.clone().reshape([b * t, v]), 1)
-                .gather(1, y.clone().reshape([b * t, 1]))
-                .reshape([b * t]);
+        let lp = out
+            .lm_logits
+            .clone()
+            .reshape([b * t, v])
+            .gather(1, y.clone().reshape([b * t, 1]))
+            .reshape([b * t])
+            .sub(hippo_gemma::score::log_sum_exp(out.lm_logits.clone()).reshape([b * t]));
         let lp = to_host_f32(lp)?;
         p_lm.extend(
             lp.iter()

@@ -91,7 +91,6 @@ pub mod stats;
 
 use std::sync::Arc;
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Tensor};
 use hippo_data::{
     BatcherConfig, IGNORE_INDEX, SegmentBatch, SegmentLayout, StreamBatcher, TokenizedCorpus,
@@ -260,9 +259,12 @@ fn token_nll(
 ) -> Result<Vec<f64>> {
     let [b, t, v] = logits.dims();
     let idx = tensors.gather_targets().reshape([b * t, 1]);
-    let lp = log_softmax(logits.reshape([b * t, v]), 1)
+    let lse = hippo_gemma::score::log_sum_exp(logits.clone()).reshape([b * t]);
+    let lp = logits
+        .reshape([b * t, v])
         .gather(1, idx)
-        .reshape([b * t]);
+        .reshape([b * t])
+        .sub(lse);
     nll_of(lp, batch)
 }
 

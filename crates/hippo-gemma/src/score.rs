@@ -7,7 +7,6 @@
 //! which costs one position of context. With `stride == context` this is lm-evaluation-harness's
 //! disjoint rolling windows; smaller strides give every target more context.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{GemmaError, Result};
@@ -47,7 +46,12 @@ pub fn target_log_probs(logits: Tensor<2>, targets: &[u32], device: &Device) -> 
     let n = targets.len();
     let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [n, 1]), device);
-    let lp = log_softmax(logits, 1).gather(1, idx).reshape([n]);
+    let lp = logits
+        .clone()
+        .gather(1, idx)
+        .reshape([1, n])
+        .sub(log_sum_exp(logits.unsqueeze_dim(0)))
+        .reshape([n]);
     lp.into_data()
         .try_to_vec::<f32>()
         .map(|v| v.into_iter().map(f64::from).collect())
@@ -108,4 +112,26 @@ pub fn score_ids(
         input_ids: ids.to_vec(),
         nll,
     })
+}
+
+/// `ln Σ_v e^{z_v}` over the last axis, `[B, T, V] → [B, T]` (max-shifted: stable).
+///
+/// Over the LM head's logits this replaces a log-softmax: one gather per target minus this
+/// gives the target's log-probability without writing `T × V` of them (BENCHMARKS.md,
+/// "Log-sum-exp"). Differentiable; the shift is detached, which leaves the gradient
+/// `softmax(z)` unchanged.
+///
+/// # Shapes
+///
+/// * `z`: `[B, T, V]`
+/// * output: `[B, T]`
+pub fn log_sum_exp(z: Tensor<3>) -> Tensor<2> {
+    let [b, t, _] = z.dims();
+    let top = z.clone().max_dim(2).detach();
+    z.sub(top.clone())
+        .exp()
+        .sum_dim(2)
+        .log()
+        .add(top)
+        .reshape([b, t])
 }

@@ -996,17 +996,7 @@ impl HippoFormer {
     }
 }
 
-/// `ln Σ_v e^{z_v}` over the last axis, `[B, T, V] → [B, T]` (max-shifted: stable).
-pub fn log_sum_exp(z: Tensor<3>) -> Tensor<2> {
-    let [b, t, _] = z.dims();
-    let top = z.clone().max_dim(2).detach();
-    z.sub(top.clone())
-        .exp()
-        .sum_dim(2)
-        .log()
-        .add(top)
-        .reshape([b, t])
-}
+pub use hippo_gemma::score::log_sum_exp;
 
 /// Logits `[B, T, V]` whose softmax is `(1 − λ)·softmax(z) + λ·p_mem`, computed sparsely.
 ///
