@@ -1,5 +1,6 @@
 //! `cargo xtask generate` as a user meets it: bad input exits with code 2 and says why; a
-//! greedy run on the real Gemma-3-270M (fetched by `cargo xtask assets`) prints text and a rate.
+//! greedy run on the real Gemma-3-270M (fetched by `cargo xtask assets`) prints transformers'
+//! greedy continuation and a rate.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -149,10 +150,14 @@ fn greedy_generation_with_the_real_gemma_3_270m_prints_text() {
         "8",
     ]);
     assert_eq!(code, 0, "{err}");
-    let text = out.trim();
+    // transformers 5.25 (torch 2.15, f32, eager attention, the same GGUF and tokenizer, BOS
+    // then the prompt) greedily continues with ids [506, 5279, 529, 506, 2891, 529, 7001,
+    // 236761] = " the capital of the country of France." The smallest top-1/top-2 logit margin
+    // on the way is 0.256, far above the f32 differences between the two implementations.
+    let text = out.trim_end();
     assert!(
-        text.chars().filter(|c| c.is_alphanumeric()).count() >= 3,
-        "no text generated: {out:?}"
+        text.ends_with(" the capital of the country of France."),
+        "greedy continuation differs from transformers': {out:?}"
     );
     assert!(err.contains("tokens/s"), "{err}");
 }
