@@ -360,15 +360,7 @@ fn stream_pass(
             .map(|&y| y != IGNORE_INDEX)
             .collect();
         let y = step.tensors.gather_targets();
-        let v = out.lm_logits.dims()[2];
-        let lp = out
-            .lm_logits
-            .clone()
-            .reshape([b * t, v])
-            .gather(1, y.clone().reshape([b * t, 1]))
-            .reshape([b * t])
-            .sub(hippo_gemma::score::log_sum_exp(out.lm_logits.clone()).reshape([b * t]));
-        let lp = to_host_f32(lp)?;
+        let lp = to_host_f32(out.lm_target_log_probs(y.clone()).reshape([b * t]))?;
         p_lm.extend(
             lp.iter()
                 .zip(&scored)

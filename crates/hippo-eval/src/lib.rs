@@ -257,14 +257,7 @@ fn token_nll(
     tensors: &SegmentTensors,
     batch: &SegmentBatch,
 ) -> Result<Vec<f64>> {
-    let [b, t, v] = logits.dims();
-    let idx = tensors.gather_targets().reshape([b * t, 1]);
-    let lse = hippo_gemma::score::log_sum_exp(logits.clone()).reshape([b * t]);
-    let lp = logits
-        .reshape([b * t, v])
-        .gather(1, idx)
-        .reshape([b * t])
-        .sub(lse);
+    let lp = hippo_gemma::score::log_probs_at(logits, tensors.gather_targets());
     nll_of(lp, batch)
 }
 

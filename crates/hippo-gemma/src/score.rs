@@ -46,12 +46,7 @@ pub fn target_log_probs(logits: Tensor<2>, targets: &[u32], device: &Device) -> 
     let n = targets.len();
     let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [n, 1]), device);
-    let lp = logits
-        .clone()
-        .gather(1, idx)
-        .reshape([1, n])
-        .sub(log_sum_exp(logits.unsqueeze_dim(0)))
-        .reshape([n]);
+    let lp = log_probs_at(logits.unsqueeze_dim(0), idx.reshape([1, n])).reshape([n]);
     lp.into_data()
         .try_to_vec::<f32>()
         .map(|v| v.into_iter().map(f64::from).collect())
@@ -112,6 +107,22 @@ pub fn score_ids(
         input_ids: ids.to_vec(),
         nll,
     })
+}
+
+/// `ln softmax(logits)` at `targets`: one gather minus [`log_sum_exp`], no `T × V`
+/// log-probabilities written.
+///
+/// # Shapes
+///
+/// * `logits`: `[B, T, V]`; `targets`: `[B, T]` (valid ids)
+/// * output: `[B, T]`
+pub fn log_probs_at(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
+    let [b, t, _] = logits.dims();
+    logits
+        .clone()
+        .gather(2, targets.reshape([b, t, 1]))
+        .reshape([b, t])
+        .sub(log_sum_exp(logits))
 }
 
 /// `ln Σ_v e^{z_v}` over the last axis, `[B, T, V] → [B, T]` (max-shifted: stable).

@@ -465,10 +465,10 @@ impl HippoFormerConfig {
         Ok(())
     }
 
-    /// This config with each ablation applied, by name: salience off, random salience, surprise salience, memory
-    /// off, drift off, fusion off, each fusion space, hidden-state values, the attention path
-    /// switched (on where the config has it off, off otherwise). The causality audit and the
-    /// tests iterate over these.
+    /// This config with each ablation applied, by name: salience off, random salience, surprise
+    /// salience, memory off, drift off, fusion off, each fusion space, hidden-state values, the
+    /// attention path switched (on where the config has it off, off otherwise). The causality
+    /// audit and the tests iterate over these.
     pub fn ablations(&self) -> Vec<(&'static str, Self)> {
         vec![
             (

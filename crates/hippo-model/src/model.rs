@@ -723,15 +723,10 @@ impl HippoFormer {
     /// only the last one.
     fn surprise(&self, segment: &SegmentOutput, next: &Tensor<2, Int>) -> Tensor<2> {
         let y = next.clone().clamp_min(0);
-        let [b, t] = y.dims();
-        let lp = if segment.lm_logits.dims()[1] == t {
+        let lp = if segment.lm_logits.dims()[1] == y.dims()[1] {
             Self::target_log_probs(segment, y)
         } else {
-            let z = self.base.lm_head(segment.fused.clone().detach());
-            z.clone()
-                .gather(2, y.reshape([b, t, 1]))
-                .reshape([b, t])
-                .sub(log_sum_exp(z))
+            log_probs_at(self.base.lm_head(segment.fused.clone().detach()), y)
         };
         lp.detach().exp().neg().add_scalar(1.0).clamp(0.0, 1.0)
     }
@@ -808,15 +803,9 @@ impl HippoFormer {
     /// `ln p_mix(y) = z_y − lse(z) + ln(1 − λ) + ln(1 + λ/(1 − λ)·p_mem(y)/p_LM(y))`, the log of
     /// [`SegmentOutput::logits`]' softmax at `y` (see [`mix_logits`]; same cap on the ratio).
     pub fn target_log_probs(out: &SegmentOutput, targets: Tensor<2, Int>) -> Tensor<2> {
-        let [b, t, _] = out.lm_logits.dims();
-        let z = out
-            .lm_logits
-            .clone()
-            .gather(2, targets.clone().reshape([b, t, 1]))
-            .reshape([b, t]);
+        let log_lm = out.lm_target_log_probs(targets.clone());
         match &out.mixture {
             Some(mix) => {
-                let log_lm = z.sub(mix.lm_lse.clone());
                 let mass =
                     hippo_memory::target_mass(mix.weights.clone(), &mix.next_tokens, targets);
                 let held = mass.clone().greater_elem(0.0);
@@ -831,7 +820,7 @@ impl HippoFormer {
                 let lift = odds.mul(r).log1p().mask_fill(held.bool_not(), 0.0);
                 log_lm.add(lam.neg().log1p()).add(lift)
             }
-            None => z.sub(log_sum_exp(out.lm_logits.clone())),
+            None => log_lm,
         }
     }
 
@@ -842,20 +831,12 @@ impl HippoFormer {
         out: &SegmentOutput,
         targets: Tensor<2, Int>,
     ) -> Tensor<2> {
-        let logits = self.memory_off_logits(out);
-        let [b, t, _] = logits.dims();
-        let y = logits
-            .clone()
-            .gather(2, targets.reshape([b, t, 1]))
-            .reshape([b, t]);
-        let lse = match (
-            &out.mixture,
-            (self.config.memory && self.config.fusion_space.hidden()) || out.attention_read,
-        ) {
-            (Some(mix), false) => mix.lm_lse.clone(),
-            _ => log_sum_exp(logits),
-        };
-        y.sub(lse)
+        // Without the hidden path and with a base that read no memory, memory-off logits are
+        // this forward's LM logits, whose normaliser the forward may already hold.
+        if !((self.config.memory && self.config.fusion_space.hidden()) || out.attention_read) {
+            return out.lm_target_log_probs(targets);
+        }
+        log_probs_at(self.memory_off_logits(out), targets)
     }
 
     /// The logits the same model gives with memory off (the `memory_off` scorer), reusing this
@@ -996,6 +977,7 @@ impl HippoFormer {
     }
 }
 
+use hippo_gemma::score::log_probs_at;
 pub use hippo_gemma::score::log_sum_exp;
 
 /// Logits `[B, T, V]` whose softmax is `(1 − λ)·softmax(z) + λ·p_mem`, computed sparsely.
@@ -1056,6 +1038,23 @@ impl SegmentOutput {
         match &self.mixture {
             Some(mix) => mix_logits(self.lm_logits.clone(), mix),
             None => self.lm_logits.clone(),
+        }
+    }
+
+    /// `ln p_LM(targets)` `[B, T]`: the LM head's own softmax at `targets` (`[B, T]`, valid
+    /// ids), without the memory's mixture. Reuses the forward's normaliser where the
+    /// probability path stored one ([`Mixture::lm_lse`]).
+    pub fn lm_target_log_probs(&self, targets: Tensor<2, Int>) -> Tensor<2> {
+        match &self.mixture {
+            Some(mix) => {
+                let [b, t, _] = self.lm_logits.dims();
+                self.lm_logits
+                    .clone()
+                    .gather(2, targets.reshape([b, t, 1]))
+                    .reshape([b, t])
+                    .sub(mix.lm_lse.clone())
+            }
+            None => log_probs_at(self.lm_logits.clone(), targets),
         }
     }
 }
