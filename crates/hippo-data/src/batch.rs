@@ -46,6 +46,10 @@ pub struct Segment<'a> {
     /// Next-token ids: `targets[i]` is the target of `inputs[i]`; one shorter than `inputs`
     /// in the document's last segment.
     pub targets: &'a [u32],
+    /// The targets of the document's later segments, in order: the document tokens after
+    /// `targets` (empty in the last segment). A training-only label reads them
+    /// ([`PaddedSegment::recurs_in`]); no input is made from them.
+    pub later: &'a [u32],
 }
 
 /// A segment padded to `seq_len`: one batch row.
@@ -57,6 +61,13 @@ pub struct PaddedSegment {
     pub targets: Vec<i64>,
     /// Whether each input is a real token.
     pub valid: Vec<bool>,
+    /// Per position: how many of the document's later targets ([`Segment::later`]) come before
+    /// the first that equals this position's target (0: the first target of the next
+    /// segment), or −1 where the target does not recur after this segment or there is none.
+    /// A memory entry written at this position offers its target to later segments, so this
+    /// says whether, and how soon, that offer can be taken up: a training-only label (it
+    /// reads the future of the document), never an input.
+    pub recurs_in: Vec<i64>,
 }
 
 impl Segment<'_> {
@@ -76,6 +87,7 @@ impl Segment<'_> {
             input_ids: vec![pad_id; seq_len],
             targets: vec![IGNORE_INDEX; seq_len],
             valid: vec![false; seq_len],
+            recurs_in: vec![-1; seq_len],
         };
         for (i, t) in self.row_ids().into_iter().take(seq_len).enumerate() {
             out.input_ids[i] = t;
@@ -87,7 +99,30 @@ impl Segment<'_> {
                 *slot = i64::from(t);
             }
         }
+        let first = self.first_later_occurrences();
+        for (i, t) in self.targets.iter().enumerate() {
+            if let (Some(slot), Some(&d)) = (out.recurs_in.get_mut(offset + i), first.get(t)) {
+                *slot = d as i64;
+            }
+        }
         out
+    }
+
+    /// For each distinct target of this segment that recurs in [`Segment::later`], the index
+    /// of its first occurrence there. One pass over `later`, stopped once every target is
+    /// found.
+    fn first_later_occurrences(&self) -> std::collections::HashMap<u32, usize> {
+        let wanted: std::collections::HashSet<u32> = self.targets.iter().copied().collect();
+        let mut first = std::collections::HashMap::with_capacity(wanted.len());
+        for (j, t) in self.later.iter().enumerate() {
+            if first.len() == wanted.len() {
+                break;
+            }
+            if wanted.contains(t) {
+                first.entry(*t).or_insert(j);
+            }
+        }
+        first
     }
 }
 
@@ -125,6 +160,7 @@ impl<'a> Segments<'a> {
             },
             inputs: &ids[r.clone()],
             targets: &ids[r.start + 1..(r.end + 1).min(ids.len())],
+            later: &ids[(r.end + 1).min(ids.len())..],
         })
     }
 }
@@ -256,6 +292,9 @@ pub struct SegmentBatch {
     pub targets: Vec<Vec<i64>>,
     /// Whether each input is a real token.
     pub valid: Vec<Vec<bool>>,
+    /// When each position's target recurs after its segment ([`PaddedSegment::recurs_in`]):
+    /// a training-only label, −1 where it does not.
+    pub recurs_in: Vec<Vec<i64>>,
     /// Per row: it starts a new document, or is padding; the caller resets its memory.
     pub reset: Vec<bool>,
     /// Per row: index of its document in the corpus, `None` for a padding row.
@@ -286,6 +325,7 @@ impl SegmentBatch {
             input_ids: vec![row.input_ids],
             targets: vec![row.targets],
             valid: vec![row.valid],
+            recurs_in: vec![row.recurs_in],
             reset: vec![segment.is_first()],
             doc_index: vec![Some(doc)],
             segment_index: vec![segment.index],
@@ -299,6 +339,7 @@ impl SegmentBatch {
             input_ids: self.input_ids[rows.clone()].to_vec(),
             targets: self.targets[rows.clone()].to_vec(),
             valid: self.valid[rows.clone()].to_vec(),
+            recurs_in: self.recurs_in[rows.clone()].to_vec(),
             reset: self.reset[rows.clone()].to_vec(),
             doc_index: self.doc_index[rows.clone()].to_vec(),
             segment_index: self.segment_index[rows].to_vec(),
@@ -332,6 +373,11 @@ impl SegmentBatch {
     /// Targets row-major (`B·L`).
     pub fn targets_flat(&self) -> Vec<i64> {
         self.targets.iter().flatten().copied().collect()
+    }
+
+    /// [`SegmentBatch::recurs_in`] row-major (`B·L`).
+    pub fn recurs_in_flat(&self) -> Vec<i64> {
+        self.recurs_in.iter().flatten().copied().collect()
     }
 }
 
@@ -640,6 +686,7 @@ impl StreamBatcher {
             input_ids: Vec::with_capacity(b),
             targets: Vec::with_capacity(b),
             valid: Vec::with_capacity(b),
+            recurs_in: Vec::with_capacity(b),
             reset: Vec::with_capacity(b),
             doc_index: Vec::with_capacity(b),
             segment_index: Vec::with_capacity(b),
@@ -657,12 +704,14 @@ impl StreamBatcher {
                     prefix: None,
                     inputs: &[],
                     targets: &[],
+                    later: &[],
                 }
                 .padded(l, self.config.pad_id),
             };
             batch.input_ids.push(padded.input_ids);
             batch.targets.push(padded.targets);
             batch.valid.push(padded.valid);
+            batch.recurs_in.push(padded.recurs_in);
             batch.reset.push(row.doc.is_none() || row.segment == 0);
             batch.doc_index.push(row.doc);
             batch

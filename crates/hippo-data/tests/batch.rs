@@ -390,3 +390,102 @@ fn segments_walk_one_document() -> TestResult {
     ));
     Ok(())
 }
+
+#[test]
+fn recurrence_labels_count_later_targets_by_hand() {
+    // Contiguous segments of 4 over [1, 5, 6, 5, 7, 6, 8, 5, 9, 6].
+    let ids = [1u32, 5, 6, 5, 7, 6, 8, 5, 9, 6];
+    let segs: Vec<_> = Segments::of_document(&ids, SegmentLayout::contiguous(4)).collect();
+    // Segment 0: targets [5, 6, 5, 7]; later targets [6, 8, 5, 9, 6].
+    assert_eq!(segs[0].later, &ids[5..]);
+    assert_eq!(segs[0].padded(4, 0).recurs_in, [2, 0, 2, -1]);
+    // Segment 1: targets [6, 8, 5, 9]; later [6]. Segment 2 is the last: nothing later.
+    assert_eq!(segs[1].padded(4, 0).recurs_in, [0, -1, -1, -1]);
+    assert!(segs[2].later.is_empty());
+    assert_eq!(segs[2].padded(4, 0).recurs_in, [-1; 4]);
+    // With BOS: segment 1 is BOS + [7, 6, 8] with targets [6, 8, 5], later [9, 6]; the BOS
+    // position has no target and no label.
+    let segs: Vec<_> = Segments::of_document(&ids, SegmentLayout::with_bos(4, 2)).collect();
+    assert_eq!(segs[0].padded(4, 0).recurs_in, [2, 0, 2, -1]);
+    assert_eq!(segs[1].padded(4, 0).recurs_in, [-1, 1, -1, -1]);
+    // A position whose target is inside its own segment again only counts later segments.
+    let ids = [3u32, 4, 4, 4, 9];
+    let segs: Vec<_> = Segments::of_document(&ids, SegmentLayout::contiguous(2)).collect();
+    // Segment 0: targets [4, 4], later [4, 9]: both at 0. Segment 1: targets [4, 9], later [].
+    assert_eq!(segs[0].padded(2, 0).recurs_in, [0, 0]);
+    assert_eq!(segs[1].padded(2, 0).recurs_in, [-1, -1]);
+}
+
+/// Text `"<len>"` becomes `len` ids `1 + j² mod 7`: every id recurs, at irregular distances.
+struct Squares;
+
+impl Tokenize for Squares {
+    fn encode(&self, text: &str) -> hippo_data::Result<Vec<u32>> {
+        let n: u32 = text.parse().unwrap_or(0);
+        Ok((0..n).map(|j| 1 + (j * j) % 7).collect())
+    }
+
+    fn fingerprint(&self) -> hippo_data::Result<String> {
+        Ok("squares".into())
+    }
+}
+
+#[test]
+fn batched_recurrence_labels_match_a_brute_force_search_of_the_document() -> TestResult {
+    let docs: Vec<Document> = [23u32, 9, 31]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Document {
+            id: format!("d{i}"),
+            title: String::new(),
+            text: n.to_string(),
+            source: "synthetic".into(),
+            url: None,
+        })
+        .collect();
+    let mut c = TokenizedCorpus::build(&docs, &Squares, "synthetic", Split::Train)?;
+    c.key = "k".into();
+    let c = Arc::new(c);
+    let layout = SegmentLayout::with_bos(5, 99);
+    let cfg = BatcherConfig::new(5, 2)
+        .with_layout(layout)
+        .with_epochs(Some(1));
+    let (mut labelled, mut never) = (0, 0);
+    for batch in StreamBatcher::new(c.clone(), cfg)? {
+        for r in 0..batch.batch_size() {
+            let Some(d) = batch.doc_index[r] else {
+                assert!(batch.recurs_in[r].iter().all(|&x| x == -1));
+                continue;
+            };
+            let ids = &c.docs[d].tokens;
+            let k = batch.segment_index[r];
+            let range = layout.range(k, ids.len());
+            let later = (range.end + 1).min(ids.len());
+            for p in 0..5 {
+                let t = batch.targets[r][p];
+                let want = if t == IGNORE_INDEX {
+                    -1
+                } else {
+                    ids[later..]
+                        .iter()
+                        .position(|&x| i64::from(x) == t)
+                        .map_or(-1, |j| j as i64)
+                };
+                assert_eq!(
+                    batch.recurs_in[r][p], want,
+                    "doc {d} segment {k} position {p}"
+                );
+                if want >= 0 {
+                    labelled += 1;
+                } else if t != IGNORE_INDEX {
+                    never += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        labelled > 10 && never > 0,
+        "{labelled} labelled, {never} never"
+    );
+    Ok(())
+}

@@ -98,6 +98,21 @@ pub enum MemoryAttention {
 
 pub use hippo_memory::Scoring as MemoryScoring;
 
+/// What the salience gate's usefulness loss teaches it to keep (`HippoFormer::loss_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UsefulnessTarget {
+    /// `σ(NLL_t − mean NLL)`: how much worse than average the model predicts the token an entry
+    /// written at `t` would offer. Measured as a fixed salience (`salience = "surprise"`), this
+    /// ranks below recency (README, "Salience").
+    #[default]
+    Surprise,
+    /// That, only where the offered token recurs as a target within `usefulness_horizon`
+    /// document tokens after the segment (hippo-data's training-only `recurs_in` label), and 0
+    /// elsewhere: keep what is both hard now and asked for again later.
+    Recurrence,
+}
+
 /// Upper bound of `buffer_size` and `n_anchors` (slots and anchors per stream).
 pub const MAX_BUFFER_SIZE: usize = 1 << 20;
 /// Upper bound of the other sizes (`max_replay_rounds`, `lora_r`, head counts, smoothing width).
@@ -207,6 +222,11 @@ pub struct HippoFormerConfig {
     /// follows position `t` — the token an entry written at `t` would offer later (see
     /// `HippoFormer::loss`).
     pub usefulness_weight: f64,
+    /// What that loss's target is: `"surprise"` or `"recurrence"` (see [`UsefulnessTarget`]).
+    pub usefulness_target: UsefulnessTarget,
+    /// With `usefulness_target = "recurrence"`: how many document tokens after a segment a
+    /// recurrence counts (≥ 1).
+    pub usefulness_horizon: usize,
     /// Seed of the module initialisation and of random salience.
     pub seed: u64,
     /// Dtype of the base model's matmuls: `f32`, or `bf16` (mixed precision: matmuls in bf16,
@@ -260,6 +280,8 @@ impl Default for HippoFormerConfig {
             memory_score_scale: 40.0,
             memory_protect_recent: 512,
             usefulness_weight: 1.0,
+            usefulness_target: UsefulnessTarget::Surprise,
+            usefulness_horizon: 2048,
             seed: 0,
             precision: Precision::F32,
         }
@@ -415,6 +437,9 @@ impl HippoFormerConfig {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} = {w} must be finite and ≥ 0"));
             }
+        }
+        if self.usefulness_horizon == 0 {
+            return bad("usefulness_horizon must be ≥ 1 (document tokens after a segment)".into());
         }
         if !(0.0..=1.0).contains(&self.target_salience) {
             return bad("target_salience must lie in [0, 1]".into());

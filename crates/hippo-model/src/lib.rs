@@ -84,7 +84,7 @@ pub mod stream;
 
 pub use config::{
     FusionSpace, HippoFormerConfig, MemoryAttention, MemoryScoring, MemoryValue, QueryMode,
-    SalienceMode,
+    SalienceMode, UsefulnessTarget,
 };
 pub use error::{HippoError, Result};
 pub use fusion::{OutputFusion, ProbabilityMix};

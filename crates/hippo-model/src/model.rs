@@ -17,9 +17,12 @@ use hippo_memory::{
 };
 use hippo_salience::{SalienceGate, SalienceGateConfig, SalienceOutput};
 
-use crate::config::{HippoFormerConfig, MemoryAttention, MemoryValue, QueryMode, SalienceMode};
+use crate::config::{
+    HippoFormerConfig, MemoryAttention, MemoryValue, QueryMode, SalienceMode, UsefulnessTarget,
+};
 use crate::error::{HippoError, Result};
 use crate::fusion::{OutputFusion, ProbabilityMix};
+use crate::stream::SegmentTensors;
 
 /// The composed model.
 #[derive(Module, Debug)]
@@ -894,7 +897,34 @@ impl HippoFormer {
     ///   `[B, T, V]`, not [`LogitPositions::Last`])
     /// * `targets`: `[B, T]`
     /// * every tensor of [`LossTerms`]: `[1]`; `tokens` counts the scored targets (≠ −100, real)
+    ///
+    /// Without the training-only recurrence label, `usefulness_target = "recurrence"` has no
+    /// target: the usefulness term is then 0 (use [`loss_on`](Self::loss_on), as the trainer
+    /// does, to train with it).
     pub fn loss(&self, out: &SegmentOutput, targets: Tensor<2, Int>) -> LossTerms {
+        self.loss_with(out, targets, None)
+    }
+
+    /// [`loss`](Self::loss) on a streamed batch's tensors, with its recurrence label
+    /// (`tensors.recurs_in`) for `usefulness_target = "recurrence"`.
+    ///
+    /// # Shapes
+    ///
+    /// As [`loss`](Self::loss); every tensor of `tensors` is `[B, T]`.
+    pub fn loss_on(&self, out: &SegmentOutput, tensors: &SegmentTensors) -> LossTerms {
+        self.loss_with(
+            out,
+            tensors.targets.clone(),
+            Some(tensors.recurs_in.clone()),
+        )
+    }
+
+    fn loss_with(
+        &self,
+        out: &SegmentOutput,
+        targets: Tensor<2, Int>,
+        recurs_in: Option<Tensor<2, Int>>,
+    ) -> LossTerms {
         let c = &self.config;
         let device = out.lm_logits.device();
         let scored = targets
@@ -918,7 +948,8 @@ impl HippoFormer {
         let salience_weighted = nll.clone().mul(w).mul(mask.clone()).sum().div(n.clone());
 
         // Usefulness: an entry written at t offers x_{t+1} later, which helps where the model
-        // predicts x_{t+1} badly now. Target σ(NLL_t − mean NLL) (detached), BCE on salience.
+        // predicts x_{t+1} badly now. Target σ(NLL_t − mean NLL) (detached), BCE on salience;
+        // with the recurrence target, only where x_{t+1} recurs within the horizon.
         let nll_d = nll.detach();
         let mean_nll = nll_d
             .clone()
@@ -927,13 +958,29 @@ impl HippoFormer {
             .div(n.clone())
             .reshape([1, 1]);
         let u = burn::tensor::activation::sigmoid(nll_d.sub(mean_nll));
-        let sal = out.salience.salience.clone().clamp(1e-6, 1.0 - 1e-6);
-        let bce = u
-            .clone()
-            .mul(sal.clone().log())
-            .add(u.neg().add_scalar(1.0).mul(sal.neg().add_scalar(1.0).log()))
-            .neg();
-        let usefulness = bce.mul(mask.clone()).sum().div(n.clone());
+        let u = match (c.usefulness_target, recurs_in) {
+            (UsefulnessTarget::Surprise, _) => Some(u),
+            (UsefulnessTarget::Recurrence, Some(r)) => {
+                let recurs = r
+                    .clone()
+                    .greater_equal_elem(0)
+                    .bool_and(r.lower_elem(c.usefulness_horizon as i64));
+                Some(u.mul(recurs.float()))
+            }
+            (UsefulnessTarget::Recurrence, None) => None,
+        };
+        let usefulness = match u {
+            Some(u) => {
+                let sal = out.salience.salience.clone().clamp(1e-6, 1.0 - 1e-6);
+                let bce = u
+                    .clone()
+                    .mul(sal.clone().log())
+                    .add(u.neg().add_scalar(1.0).mul(sal.neg().add_scalar(1.0).log()))
+                    .neg();
+                bce.mul(mask.clone()).sum().div(n.clone())
+            }
+            None => Tensor::zeros([1], &device),
+        };
 
         let real = out.valid.clone().float();
         let n_real = real.clone().sum().clamp_min(1.0);

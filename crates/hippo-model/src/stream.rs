@@ -21,7 +21,9 @@ use crate::model::{HippoFormer, SegmentOutput};
 /// # Shapes
 /// - `ids`: `[B, L]` input ids (pads are 0);
 /// - `valid`: `[B, L]`, false at pads;
-/// - `targets`: `[B, L]`, the next token, or −100 (`IGNORE_INDEX`) where nothing is scored.
+/// - `targets`: `[B, L]`, the next token, or −100 (`IGNORE_INDEX`) where nothing is scored;
+/// - `recurs_in`: `[B, L]`, hippo-data's training-only recurrence label (how many later
+///   targets of the document come before this position's target recurs; −1: never).
 #[derive(Debug, Clone)]
 pub struct SegmentTensors {
     /// Input ids `[B, L]`.
@@ -30,6 +32,9 @@ pub struct SegmentTensors {
     pub valid: Tensor<2, Bool>,
     /// Targets `[B, L]` (−100 where not scored).
     pub targets: Tensor<2, Int>,
+    /// When each target recurs after its segment `[B, L]` (−1: never); read only by the
+    /// salience gate's usefulness loss under `usefulness_target = "recurrence"`.
+    pub recurs_in: Tensor<2, Int>,
 }
 
 impl SegmentTensors {
@@ -41,6 +46,7 @@ impl SegmentTensors {
             ids: Tensor::from_data(TensorData::new(batch.input_ids_flat(), [b, l]), device),
             valid: Tensor::from_data(TensorData::new(valid, [b, l]), device),
             targets: Tensor::from_data(TensorData::new(batch.targets_flat(), [b, l]), device),
+            recurs_in: Tensor::from_data(TensorData::new(batch.recurs_in_flat(), [b, l]), device),
         }
     }
 

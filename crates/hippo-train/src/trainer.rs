@@ -422,7 +422,7 @@ pub fn validate(
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     for batch in batcher.take(valid_batches.max(1)) {
         let step = run.read(&batch)?;
-        let terms = m.loss(&step.output, step.tensors.targets.clone());
+        let terms = m.loss_on(&step.output, &step.tensors);
         nll += host_f64(terms.lm) * terms.tokens as f64;
         tokens += terms.tokens;
         run.write(&step)?;
@@ -528,7 +528,7 @@ fn shard_step(
     let mut run = StreamRunner::from_state(model, mem, device).detached();
     let read = run.read(batch)?;
     let out = &read.output;
-    let terms = model.loss(out, read.tensors.targets.clone());
+    let terms = model.loss_on(out, &read.tensors);
     let losses = LossValues::of(&terms);
     if !losses.total.is_finite() {
         return Err(TrainError::NonFinite {

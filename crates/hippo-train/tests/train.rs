@@ -597,3 +597,37 @@ fn bad_options_are_refused_with_the_field_named() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn the_recurrence_usefulness_target_reaches_the_loss() {
+    // The trainer scores each batch with its recurrence label (`loss_on`): without it, the
+    // recurrence target has no target and its term would be exactly 0. The fixture's text
+    // repeats one sentence, so every token recurs a few positions later; a horizon of one
+    // token keeps only the targets that recur first thing in the next segment.
+    let _g = serial();
+    let usefulness = |target| {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = HippoFormerConfig {
+            usefulness_target: target,
+            usefulness_horizon: 1,
+            ..dp_config(true)
+        };
+        run_with(
+            cfg,
+            &TrainOptions {
+                max_steps: Some(2),
+                ..opts(tmp.path())
+            },
+        );
+        read_metrics(tmp.path())
+            .iter()
+            .map(|l| l["usefulness"].as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let surprise = usefulness(hippo_model::UsefulnessTarget::Surprise);
+    let recurrence = usefulness(hippo_model::UsefulnessTarget::Recurrence);
+    for (s, r) in surprise.iter().zip(&recurrence) {
+        assert!(r.is_finite() && *r > 0.0, "recurrence term {r}");
+        assert!((s - r).abs() > 1e-4, "surprise {s} vs recurrence {r}");
+    }
+}
