@@ -961,10 +961,9 @@ impl HippoFormer {
         let u = match (c.usefulness_target, recurs_in) {
             (UsefulnessTarget::Surprise, _) => Some(u),
             (UsefulnessTarget::Recurrence, Some(r)) => {
-                let recurs = r
-                    .clone()
-                    .greater_equal_elem(0)
-                    .bool_and(r.lower_elem(c.usefulness_horizon as i64));
+                let recurs = r.clone().greater_equal_elem(0).bool_and(
+                    r.lower_elem(i64::try_from(c.usefulness_horizon).unwrap_or(i64::MAX)),
+                );
                 Some(u.mul(recurs.float()))
             }
             (UsefulnessTarget::Recurrence, None) => None,
